@@ -1,0 +1,281 @@
+// Exact X-ray line integral of an anisotropic 3D Gaussian, shared by the CPU and CUDA kernels.
+//
+// DESIGN.md §3: for a ray o + s d, |d| = 1,
+//   ∫ G ds = sqrt(2π / A) · exp(-½ (C - B²/A)),  A = dᵀPd, B = dᵀP(o-m), C = (o-m)ᵀP(o-m).
+//
+// Evaluated literally in float32 this loses everything: C ~ (700 mm / σ)² ~ 1e6, so C - B²/A
+// cancels to ~0.1 absolute. We therefore re-parametrise every pixel ray by its offset Δ (pixels)
+// from the Gaussian's projected centre (u0, v0), in the camera frame where the unnormalised ray is
+// D = (X, Y, 1). With mc = R(m - o) = (x, y, z) and Pc = R P Rᵀ:
+//   E(D) = C - (DᵀPc mc)² / (DᵀPc D)          (Mahalanobis² distance of the mean to the ray)
+//        = h - B̃²/Ã,   h = z² ΔnᵀPcΔn,  l = z (Pc mc)·Δn,  Ã = C + 2l + h,  B̃ = l + h
+// where Δn = Δ / f is the offset in normalised image coordinates (no z component). Every term is
+// now O(k²) for a k-sigma pixel and the only large number, Ã ≈ C, enters through ratios.
+// The integral becomes  amp · L(pixel) · Ã^{-1/2} · exp(-E/2)  with amp = a·z·sqrt(2π) and
+// L = |D| = sqrt(1 + X² + Y²) a per-pixel factor that is pulled out of the sum over Gaussians.
+//
+// Per (view, Gaussian) parameters, in this order (PINNGS_PARAMS = 9):
+//   0 u0, 1 v0      projected centre (pixels, continuous; pixel (r, c) centre is (c+.5, r+.5))
+//   2 ca, 3 cb, 4 cc  h = ca dx² + 2 cb dx dy + cc dy²   (dx, dy in pixels)
+//   5 lx, 6 ly      l = lx dx + ly dy
+//   7 C             (o-m)ᵀP(o-m)
+//   8 zs            z · sqrt(2π), z = depth of the mean along the view axis (mm)
+#pragma once
+
+#ifdef __CUDACC__
+#define PINNGS_HD __host__ __device__ __forceinline__
+#else
+#define PINNGS_HD inline
+#endif
+
+#include <cmath>
+
+namespace pinngs {
+
+#ifndef __CUDACC__
+using std::ceil;
+using std::exp;
+using std::floor;
+using std::fmax;
+using std::fmin;
+using std::sqrt;
+#endif
+
+constexpr double SQRT_2PI = 2.5066282746310002;
+
+// A C-arm view as the kernels see it: source o (mm), rotation rows (u, v, w) with w the axis
+// from source to detector, pinhole intrinsics in pixels. Packed as 17 floats per view.
+constexpr int VIEW_FLOATS = 17;  // o(3) R(9, row-major) fx fy cx cy near_mm
+
+template <typename T> struct View {
+    T o[3], R[9], fx, fy, cx, cy, near_mm;
+    PINNGS_HD static View load(const float *p) {
+        View v;
+        for (int k = 0; k < 3; ++k) v.o[k] = T(p[k]);
+        for (int k = 0; k < 9; ++k) v.R[k] = T(p[3 + k]);
+        v.fx = T(p[12]); v.fy = T(p[13]); v.cx = T(p[14]); v.cy = T(p[15]); v.near_mm = T(p[16]);
+        return v;
+    }
+};
+
+// symmetric 3x3 stored as (00, 01, 02, 11, 12, 22)
+template <typename T> PINNGS_HD void sym_to_full(const T s[6], T M[9]) {
+    M[0] = s[0]; M[1] = s[1]; M[2] = s[2];
+    M[3] = s[1]; M[4] = s[3]; M[5] = s[4];
+    M[6] = s[2]; M[7] = s[4]; M[8] = s[5];
+}
+
+// Pc = R M Rᵀ (full 3x3, row-major)
+template <typename T> PINNGS_HD void rot_sandwich(const T R[9], const T M[9], T out[9]) {
+    T RM[9];
+    for (int a = 0; a < 3; ++a)
+        for (int j = 0; j < 3; ++j)
+            RM[3 * a + j] = R[3 * a] * M[j] + R[3 * a + 1] * M[3 + j] + R[3 * a + 2] * M[6 + j];
+    for (int a = 0; a < 3; ++a)
+        for (int b = 0; b < 3; ++b)
+            out[3 * a + b] = RM[3 * a] * R[3 * b] + RM[3 * a + 1] * R[3 * b + 1] + RM[3 * a + 2] * R[3 * b + 2];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per (view, Gaussian) preprocessing. Returns false when the mean is not in front of the source
+// (z < near): such a Gaussian is culled in this view (params zeroed, empty rect).
+template <typename T>
+PINNGS_HD bool project_one(const View<T> &v, const T m[3], const T prec[6], T out[9]) {
+    T d[3] = {m[0] - v.o[0], m[1] - v.o[1], m[2] - v.o[2]};
+    T mc[3];
+    for (int a = 0; a < 3; ++a) mc[a] = v.R[3 * a] * d[0] + v.R[3 * a + 1] * d[1] + v.R[3 * a + 2] * d[2];
+    const T x = mc[0], y = mc[1], z = mc[2];
+    if (!(z > v.near_mm)) {
+        for (int k = 0; k < 9; ++k) out[k] = T(0);
+        return false;
+    }
+    T P[9], Pc[9];
+    sym_to_full(prec, P);
+    rot_sandwich(v.R, P, Pc);
+    T q[3];
+    for (int a = 0; a < 3; ++a) q[a] = Pc[3 * a] * x + Pc[3 * a + 1] * y + Pc[3 * a + 2] * z;
+    const T iz = T(1) / z;
+    out[0] = v.fx * x * iz + v.cx;
+    out[1] = v.fy * y * iz + v.cy;
+    out[2] = z * z * Pc[0] / (v.fx * v.fx);
+    out[3] = z * z * Pc[1] / (v.fx * v.fy);
+    out[4] = z * z * Pc[4] / (v.fy * v.fy);
+    out[5] = z * q[0] / v.fx;
+    out[6] = z * q[1] / v.fy;
+    out[7] = x * q[0] + y * q[1] + z * q[2];
+    out[8] = z * T(SQRT_2PI);
+    return true;
+}
+
+// Backward of project_one: given v_out[9], accumulate v_m[3] and v_prec[6] (symmetric storage:
+// an off-diagonal entry receives the gradient of both matrix entries it stands for).
+template <typename T>
+PINNGS_HD void project_one_bwd(const View<T> &v, const T m[3], const T prec[6], const T g[9],
+                               T v_m[3], T v_prec[6]) {
+    T d[3] = {m[0] - v.o[0], m[1] - v.o[1], m[2] - v.o[2]};
+    T mc[3];
+    for (int a = 0; a < 3; ++a) mc[a] = v.R[3 * a] * d[0] + v.R[3 * a + 1] * d[1] + v.R[3 * a + 2] * d[2];
+    const T x = mc[0], y = mc[1], z = mc[2];
+    if (!(z > v.near_mm)) return;
+    T P[9], Pc[9];
+    sym_to_full(prec, P);
+    rot_sandwich(v.R, P, Pc);
+    T q[3];
+    for (int a = 0; a < 3; ++a) q[a] = Pc[3 * a] * x + Pc[3 * a + 1] * y + Pc[3 * a + 2] * z;
+    const T fx = v.fx, fy = v.fy, iz = T(1) / z;
+
+    T gmc[3] = {T(0), T(0), T(0)};
+    T GPc[9] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    // u0 = fx x/z + cx, v0 = fy y/z + cy
+    gmc[0] += g[0] * fx * iz;
+    gmc[1] += g[1] * fy * iz;
+    T gz = -g[0] * fx * x * iz * iz - g[1] * fy * y * iz * iz;
+    // conic
+    gz += g[2] * T(2) * z * Pc[0] / (fx * fx) + g[3] * T(2) * z * Pc[1] / (fx * fy) + g[4] * T(2) * z * Pc[4] / (fy * fy);
+    GPc[0] += g[2] * z * z / (fx * fx);
+    GPc[1] += g[3] * z * z / (fx * fy);
+    GPc[4] += g[4] * z * z / (fy * fy);
+    // lx = z qx/fx, ly = z qy/fy, C = mc·q
+    gz += g[5] * q[0] / fx + g[6] * q[1] / fy;
+    T gq[3] = {g[5] * z / fx + g[7] * x, g[6] * z / fy + g[7] * y, g[7] * z};
+    gmc[0] += g[7] * q[0];
+    gmc[1] += g[7] * q[1];
+    gz += g[7] * q[2];
+    // zs = z sqrt(2π)
+    gz += g[8] * T(SQRT_2PI);
+    gmc[2] += gz;
+    // q = Pc mc
+    for (int a = 0; a < 3; ++a) {
+        gmc[a] += Pc[a] * gq[0] + Pc[3 + a] * gq[1] + Pc[6 + a] * gq[2];
+        for (int b = 0; b < 3; ++b) GPc[3 * a + b] += gq[a] * mc[b];
+    }
+    // mc = R (m - o)  ->  v_m = Rᵀ gmc;  Pc = R P Rᵀ  ->  GP = Rᵀ GPc R
+    for (int j = 0; j < 3; ++j) v_m[j] += v.R[j] * gmc[0] + v.R[3 + j] * gmc[1] + v.R[6 + j] * gmc[2];
+    T Rt[9];
+    for (int a = 0; a < 3; ++a)
+        for (int b = 0; b < 3; ++b) Rt[3 * a + b] = v.R[3 * b + a];
+    T GP[9];
+    rot_sandwich(Rt, GPc, GP);
+    v_prec[0] += GP[0];
+    v_prec[1] += GP[1] + GP[3];
+    v_prec[2] += GP[2] + GP[6];
+    v_prec[3] += GP[4];
+    v_prec[4] += GP[5] + GP[7];
+    v_prec[5] += GP[8];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conservative detector bound: the pixel rectangle [x0, x1) x [y0, y1) whose centres contain the
+// exact perspective image of the k-sigma ellipsoid {E <= k²}. Outside it every ray has E > k², so
+// the dropped line integral is below a·sqrt(2π)·σ_max·exp(-k²/2) (sqrt(2π/A) <= sqrt(2π)σ_max).
+// Derivation: E <= k²  <=>  h Ã - B̃² <= k² Ã  <=>  Δᵀ[(C-k²)H - λλᵀ]Δ - 2k² λᵀΔ - k² C <= 0,
+// a conic in the pixel offset Δ (H the 2x2 of (ca, cb, cc), λ = (lx, ly)). Computed in double:
+// it is per (view, Gaussian), and the conic coefficients cancel when the Gaussian is long along
+// the ray. Falls back to the whole detector when the image is unbounded (ellipsoid reaches the
+// source plane) — conservative by construction.
+PINNGS_HD void bound_one(const double p[9], double k, int W, int H, int rect[4]) {
+    const double C = p[7], k2 = k * k;
+    if (p[8] <= 0.0) { rect[0] = rect[1] = rect[2] = rect[3] = 0; return; }  // culled
+    const double m00 = (C - k2) * p[2] - p[5] * p[5];
+    const double m01 = (C - k2) * p[3] - p[5] * p[6];
+    const double m11 = (C - k2) * p[4] - p[6] * p[6];
+    const double det = m00 * m11 - m01 * m01;
+    double xmin, xmax, ymin, ymax;
+    if (!(C > k2) || !(m00 > 0.0) || !(det > 0.0)) {
+        xmin = 0.0; xmax = W; ymin = 0.0; ymax = H;
+    } else {
+        const double i00 = m11 / det, i01 = -m01 / det, i11 = m00 / det;
+        const double bx = k2 * p[5], by = k2 * p[6];
+        const double cxo = i00 * bx + i01 * by, cyo = i01 * bx + i11 * by;  // centre offset
+        const double Rr = k2 * C + bx * cxo + by * cyo;
+        const double ex = sqrt(fmax(Rr * i00, 0.0)), ey = sqrt(fmax(Rr * i11, 0.0));
+        xmin = p[0] + cxo - ex; xmax = p[0] + cxo + ex;
+        ymin = p[1] + cyo - ey; ymax = p[1] + cyo + ey;
+    }
+    // pixel j is inside iff its centre j + .5 is in [min, max]; widen by a hair for rounding
+    const double eps = 1e-6;
+    double fx0 = ceil(xmin - 0.5 - eps), fx1 = floor(xmax - 0.5 + eps) + 1.0;
+    double fy0 = ceil(ymin - 0.5 - eps), fy1 = floor(ymax - 0.5 + eps) + 1.0;
+    fx0 = fmax(fx0, 0.0); fy0 = fmax(fy0, 0.0);
+    fx1 = fmin(fx1, double(W)); fy1 = fmin(fy1, double(H));
+    if (fx1 <= fx0 || fy1 <= fy0) { rect[0] = rect[1] = rect[2] = rect[3] = 0; return; }
+    rect[0] = int(fx0); rect[1] = int(fy0); rect[2] = int(fx1); rect[3] = int(fy1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One pixel-Gaussian pair, value without the per-pixel factor L: amp · Ã^{-1/2} · exp(-E/2).
+template <typename T>
+PINNGS_HD T pair_value(T dx, T dy, const T p[9], T amp) {
+    const T h = (p[2] * dx + T(2) * p[3] * dy) * dx + p[4] * dy * dy;
+    const T l = p[5] * dx + p[6] * dy;
+    const T At = p[7] + T(2) * l + h;
+    const T B = l + h;
+    const T iA = T(1) / At;
+    return amp * sqrt(iA) * exp(T(-0.5) * (h - B * B * iA));
+}
+
+// Backward core of one pair: with f = G·pair_value, returns the gradients of f w.r.t. the
+// intermediates h, l and Ã (gh, gl, gA) and re = Ã^{-1/2} exp(-E/2) (so ∂f/∂amp = re·G).
+// G is the upstream gradient times L. E = h - B²/Ã, B = l + h, Ã = C + 2l + h.
+template <typename T>
+PINNGS_HD void pair_grad_core(T dx, T dy, const T p[9], T amp, T G, T &gh, T &gl, T &gA, T &re) {
+    const T h = (p[2] * dx + T(2) * p[3] * dy) * dx + p[4] * dy * dy;
+    const T l = p[5] * dx + p[6] * dy;
+    const T iA = T(1) / (p[7] + T(2) * l + h);
+    const T B = l + h;
+    re = sqrt(iA) * exp(T(-0.5) * (h - B * B * iA));
+    const T gE = T(-0.5) * amp * re * G;             // ∂f/∂E
+    gA = gE * iA + gE * B * B * iA * iA;             // via Ã^{-1/2} and via E
+    const T gB = T(-2) * gE * B * iA;
+    gh = gE + gA + gB;
+    gl = T(2) * gA + gB;
+}
+
+// Gradient of G·pair_value w.r.t. (params[0..7], amp), accumulated into g[9] (g[8]: amp).
+template <typename T>
+PINNGS_HD void pair_grad(T dx, T dy, const T p[9], T amp, T G, T g[9]) {
+    T gh, gl, gA, re;
+    pair_grad_core(dx, dy, p, amp, G, gh, gl, gA, re);
+    g[0] -= gh * (T(2) * p[2] * dx + T(2) * p[3] * dy) + gl * p[5];  // dx = px - u0
+    g[1] -= gh * (T(2) * p[3] * dx + T(2) * p[4] * dy) + gl * p[6];
+    g[2] += gh * dx * dx;
+    g[3] += gh * T(2) * dx * dy;
+    g[4] += gh * dy * dy;
+    g[5] += gl * dx;
+    g[6] += gl * dy;
+    g[7] += gA;
+    g[8] += re * G;
+}
+
+// L(pixel) = |(X, Y, 1)| with X = (px - cx)/fx: obliquity of the pixel ray.
+template <typename T> PINNGS_HD T pixel_L(T px, T py, T fx, T fy, T cx, T cy) {
+    const T X = (px - cx) / fx, Y = (py - cy) / fy;
+    return sqrt(T(1) + X * X + Y * Y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Voxelizer: density a·exp(-½ (p-m)ᵀP(p-m)) at a point, and its gradient.
+template <typename T>
+PINNGS_HD T vox_value(const T d[3], const T P[6], T a) {
+    const T E = P[0] * d[0] * d[0] + P[3] * d[1] * d[1] + P[5] * d[2] * d[2] +
+                T(2) * (P[1] * d[0] * d[1] + P[2] * d[0] * d[2] + P[4] * d[1] * d[2]);
+    return a * exp(T(-0.5) * E);
+}
+
+// Conservative voxel box: the k-sigma ellipsoid's axis-aligned extent is k·sqrt(Σ_jj).
+PINNGS_HD void vox_bound_one(const float m[3], const float cov[6], double k, const float origin[3],
+                             const float spacing[3], const int shape[3], int box[6]) {
+    const double ext[3] = {k * sqrt(fmax((double)cov[0], 0.0)), k * sqrt(fmax((double)cov[3], 0.0)),
+                           k * sqrt(fmax((double)cov[5], 0.0))};
+    for (int a = 0; a < 3; ++a) {
+        // voxel j centre at origin + j*spacing; include j iff centre within [m-ext, m+ext]
+        double lo = ceil((m[a] - ext[a] - origin[a]) / spacing[a] - 1e-6);
+        double hi = floor((m[a] + ext[a] - origin[a]) / spacing[a] + 1e-6) + 1.0;
+        lo = fmax(lo, 0.0);
+        hi = fmin(hi, double(shape[a]));
+        if (hi <= lo) { for (int b = 0; b < 6; ++b) box[b] = 0; return; }
+        box[a] = int(lo); box[3 + a] = int(hi);
+    }
+}
+
+}  // namespace pinngs
