@@ -1,4 +1,4 @@
-"""C-arm cone-beam geometry (DESIGN.md §4). DICOM angle conventions live here and only here.
+r"""C-arm cone-beam geometry (DESIGN.md §4). DICOM angle conventions live here and only here.
 
 World frame: DICOM patient coordinates LPS (x to the patient's left, y posterior, z head), in mm,
 isocentre at the origin.
@@ -15,8 +15,10 @@ detector plane is perpendicular to n at distance SID from the source.
 
 Detector axes: at AP (α = β = 0) image columns run towards the patient's left (+x) and image rows
 towards the feet (-z): the image is seen from the detector looking back at the source, head up.
-Other poses rotate these axes with the same R. In camera terms (OpenCV convention, as gsplat uses)
-the rotation rows are (u, v, w) = (column axis, row axis, source->detector axis).
+This is DICOM's Patient Orientation "L\F" for an AP image. Other poses rotate these axes with the
+same R. In camera terms (OpenCV convention, as gsplat uses) the rotation rows are (u, v, w) =
+(column axis, row axis, source->detector axis). Because the image is seen from the detector side,
+this frame is left-handed (det = -1): a pinhole at the source would see the mirror image.
 
 Pixels: pixel (row r, col c) has its centre at detector coordinates (c + 0.5, r + 0.5). The principal
 point (foot of the perpendicular from the source) is offset from the detector centre by
@@ -168,14 +170,17 @@ class CArmView:
         return np.concatenate([self.source_mm, self.rotation.reshape(-1), [fx, fy, cx, cy, self.near_mm]])
 
 
-def pack_views(views: list[CArmView] | tuple[CArmView, ...], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Pack views into the kernels' layout, [V, 17] float32. All views must share one detector size."""
+def pack_views(views: list[CArmView] | tuple[CArmView, ...], device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pack views into the kernels' layout, [V, 17] (float32 for the kernels, float64 for the twins).
+
+    All views must share one detector size."""
     if len(views) == 0:
         raise ValueError("pack_views: need at least one view")
     sizes = {(v.rows, v.cols) for v in views}
     if len(sizes) != 1:
         raise ValueError(f"all views rendered in one call must share the detector size; got (rows, cols) {sorted(sizes)}")
-    return torch.tensor(np.stack([v.packed() for v in views]), dtype=torch.float32, device=device)
+    return torch.tensor(np.stack([v.packed() for v in views]), dtype=dtype, device=device)
 
 
 def orbit(n: int, start_deg: float = -60.0, span_deg: float = 120.0, secondary_deg: float = 0.0,
