@@ -180,7 +180,6 @@ def test_twin_decomposition_equals_closed_form(gen):
 def test_bounds_never_drop_more_than_stated(k, gen):
     """Outside its rectangle a Gaussian contributes < a·sqrt(2π)·σ_max·exp(-k²/2) (RenderSettings)."""
     views, _ = parity_scenes()["wide_cone"]
-    views += parity_scenes()["off_axis_edge"][0][:0]
     means, _, scales, _, prec = random_gaussians(30, gen, spread=40, sigma=(0.5, 8.0), aniso=6.0,
                                                  dtype=torch.float64)
     pv = pack_views(views, dtype=torch.float64)
@@ -196,8 +195,9 @@ def test_bounds_never_drop_more_than_stated(k, gen):
             outside = torch.ones(H, W, dtype=torch.bool)
             outside[y0:y1, x0:x1] = False
             bound = math.sqrt(2 * math.pi) * scales[i].max().item() * math.exp(-k * k / 2)
-            assert img[outside].max().item() if outside.any() else 0.0 <= bound
-            checked += int(outside.any() and img.max() > 0)
+            dropped = img[outside].max().item() if outside.any() else 0.0
+            assert dropped <= bound, (v, i, dropped, bound)
+            checked += int(outside.any() and dropped > 0)
     assert checked > 10  # the test exercised real cuts
 
 
