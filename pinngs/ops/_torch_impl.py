@@ -111,46 +111,79 @@ def _pixel_L(views: torch.Tensor, W: int, H: int, dtype, device) -> torch.Tensor
     return torch.sqrt(1 + X * X + Y * Y)
 
 
+def _rasterize_chunk(px, py, xs, ys, p, a, r):  # p [n, 9], a [n], r [n, 4] -> [H, W]
+    """Every pixel against n Gaussians, masked to their rectangles: the formula of gauss_math.h."""
+    dx = px[None, None, :] - p[:, 0, None, None]
+    dy = py[None, :, None] - p[:, 1, None, None]
+    ca, cb, cc, lx, ly, C, zs = (p[:, k, None, None] for k in range(2, 9))
+    h = ca * dx * dx + 2 * cb * dx * dy + cc * dy * dy
+    l = lx * dx + ly * dy
+    At = C + 2 * l + h
+    B = l + h
+    E = h - B * B / At
+    inside = ((xs[None, None, :] >= r[:, 0, None, None]) & (xs[None, None, :] < r[:, 2, None, None])
+              & (ys[None, :, None] >= r[:, 1, None, None]) & (ys[None, :, None] < r[:, 3, None, None]))
+    val = (zs * a[:, None, None]) * torch.rsqrt(At) * torch.exp(-0.5 * E)
+    return torch.where(inside, val, torch.zeros_like(val)).sum(0)
+
+
+class _ChunkedRasterize(torch.autograd.Function):
+    """Sum of _rasterize_chunk over Gaussian chunks. Forward keeps no graph; backward recomputes
+    one chunk at a time and pulls the cotangent through it, so memory stays O(chunk·H·W)."""
+
+    @staticmethod
+    def forward(ctx, params, atten, rects, W, H, chunk):
+        ctx.save_for_backward(params, atten, rects)
+        ctx.W, ctx.H, ctx.chunk = W, H, chunk
+        return _rasterize_sum(params, atten, rects, W, H, chunk, None)[0]
+
+    @staticmethod
+    def backward(ctx, v_img):
+        params, atten, rects = ctx.saved_tensors
+        _, gp, ga = _rasterize_sum(params, atten, rects, ctx.W, ctx.H, ctx.chunk, v_img)
+        return gp, ga, None, None, None, None
+
+
+def _rasterize_sum(params, atten, rects, W, H, chunk, v_img):
+    V, N, _ = params.shape
+    dtype, dev = params.dtype, params.device
+    px = torch.arange(W, dtype=dtype, device=dev) + 0.5
+    py = torch.arange(H, dtype=dtype, device=dev) + 0.5
+    xs, ys = torch.arange(W, device=dev), torch.arange(H, device=dev)
+    out = torch.zeros(V, H, W, dtype=dtype, device=dev)
+    gp, ga = torch.zeros_like(params), torch.zeros_like(atten)
+    for v in range(V):
+        for s in range(0, N, chunk):
+            p, a, r = params[v, s:s + chunk], atten[v, s:s + chunk], rects[v, s:s + chunk]
+            if v_img is None:
+                out[v] += _rasterize_chunk(px, py, xs, ys, p, a, r)
+                continue
+            with torch.enable_grad():
+                p, a = p.detach().requires_grad_(), a.detach().requires_grad_()
+                img = _rasterize_chunk(px, py, xs, ys, p, a, r)
+                g = torch.autograd.grad(img, (p, a), v_img[v])
+            gp[v, s:s + chunk], ga[v, s:s + chunk] = g
+    return out, gp, ga
+
+
 def _rasterize(views: torch.Tensor,  # [V, 17]
                params: torch.Tensor,  # [V, N, 9]
                atten: torch.Tensor,  # [V, N]
                rects: torch.Tensor,  # [V, N, 4]
                W: int, H: int, chunk: int = 64) -> torch.Tensor:
     """Dense twin of the rasterizer: every pixel-Gaussian pair, masked to the same rectangles.
-
-    Memory is chunk·H·W per view; each chunk is checkpointed so backward does not keep all pairs.
-    """
-    V, N, _ = params.shape
+    Double-differentiable when run without chunking concerns (gradcheck uses it directly)."""
+    L = _pixel_L(views, W, H, params.dtype, params.device)
+    if torch.is_grad_enabled() and (params.requires_grad or atten.requires_grad) and params.shape[1] > chunk:
+        return _ChunkedRasterize.apply(params, atten, rects, W, H, chunk) * L
     dtype, dev = params.dtype, params.device
     px = torch.arange(W, dtype=dtype, device=dev) + 0.5
     py = torch.arange(H, dtype=dtype, device=dev) + 0.5
     xs, ys = torch.arange(W, device=dev), torch.arange(H, device=dev)
-
-    def one(p, a, r):  # p [n, 9], a [n], r [n, 4] -> [H, W]
-        dx = px[None, None, :] - p[:, 0, None, None]
-        dy = py[None, :, None] - p[:, 1, None, None]
-        ca, cb, cc, lx, ly, C, zs = (p[:, k, None, None] for k in range(2, 9))
-        h = ca * dx * dx + 2 * cb * dx * dy + cc * dy * dy
-        l = lx * dx + ly * dy
-        At = C + 2 * l + h
-        B = l + h
-        E = h - B * B / At
-        inside = ((xs[None, None, :] >= r[:, 0, None, None]) & (xs[None, None, :] < r[:, 2, None, None])
-                  & (ys[None, :, None] >= r[:, 1, None, None]) & (ys[None, :, None] < r[:, 3, None, None]))
-        val = (zs * a[:, None, None]) * torch.rsqrt(At) * torch.exp(-0.5 * E)
-        return torch.where(inside, val, torch.zeros_like(val)).sum(0)
-
-    out = []
-    for v in range(V):
-        img = torch.zeros(H, W, dtype=dtype, device=dev)
-        for s in range(0, N, chunk):
-            args = (params[v, s:s + chunk], atten[v, s:s + chunk], rects[v, s:s + chunk])
-            if torch.is_grad_enabled() and (params.requires_grad or atten.requires_grad):
-                img = img + torch.utils.checkpoint.checkpoint(one, *args, use_reentrant=False)
-            else:
-                img = img + one(*args)
-        out.append(img)
-    return torch.stack(out) * _pixel_L(views, W, H, dtype, dev)
+    if torch.is_grad_enabled() and (params.requires_grad or atten.requires_grad):  # small: plain autograd
+        return torch.stack([_rasterize_chunk(px, py, xs, ys, params[v], atten[v], rects[v])
+                            for v in range(params.shape[0])]) * L
+    return _rasterize_sum(params, atten, rects, W, H, chunk, None)[0] * L
 
 
 def _vox_boxes(means, covars, origin, spacing, shape, k):
