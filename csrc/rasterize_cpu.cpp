@@ -17,6 +17,13 @@ namespace pinngs {
 namespace {
 inline int tiles_x(int W) { return (W + PINNGS_TILE - 1) / PINNGS_TILE; }
 inline int tiles_y(int H) { return (H + PINNGS_TILE - 1) / PINNGS_TILE; }
+// inclusive tile range t[0..3] = (tx0, ty0, tx1, ty1) of a rectangle; false when it is empty
+inline bool tile_range(const int32_t *r, int t[4]) {
+    if (r[2] <= r[0] || r[3] <= r[1]) return false;
+    t[0] = r[0] / PINNGS_TILE; t[1] = r[1] / PINNGS_TILE;
+    t[2] = (r[2] - 1) / PINNGS_TILE; t[3] = (r[3] - 1) / PINNGS_TILE;
+    return true;
+}
 }  // namespace
 
 int64_t bin_count_cpu(int V, int N, const int32_t *rects, int W, int H, int64_t *offsets) {
@@ -26,12 +33,10 @@ int64_t bin_count_cpu(int V, int N, const int32_t *rects, int W, int H, int64_t 
     for (int v = 0; v < V; ++v) {
         int64_t *cnt = offsets + 1 + int64_t(v) * T;
         for (int i = 0; i < N; ++i) {
-            const int32_t *r = rects + 4 * (int64_t(v) * N + i);
-            if (r[2] <= r[0] || r[3] <= r[1]) continue;
-            const int tx0 = r[0] / PINNGS_TILE, tx1 = (r[2] - 1) / PINNGS_TILE;
-            const int ty0 = r[1] / PINNGS_TILE, ty1 = (r[3] - 1) / PINNGS_TILE;
-            for (int ty = ty0; ty <= ty1; ++ty)
-                for (int tx = tx0; tx <= tx1; ++tx) cnt[ty * TX + tx]++;
+            int t[4];
+            if (!tile_range(rects + 4 * (int64_t(v) * N + i), t)) continue;
+            for (int ty = t[1]; ty <= t[3]; ++ty)
+                for (int tx = t[0]; tx <= t[2]; ++tx) cnt[ty * TX + tx]++;
         }
     }
     for (int64_t t = 0; t < int64_t(V) * T; ++t) offsets[t + 1] += offsets[t];
@@ -45,12 +50,10 @@ void bin_fill_cpu(int V, int N, const int32_t *rects, int W, int H, const int64_
     for (int v = 0; v < V; ++v) {
         std::vector<int64_t> cursor(offsets + int64_t(v) * T, offsets + int64_t(v + 1) * T);
         for (int i = 0; i < N; ++i) {
-            const int32_t *r = rects + 4 * (int64_t(v) * N + i);
-            if (r[2] <= r[0] || r[3] <= r[1]) continue;
-            const int tx0 = r[0] / PINNGS_TILE, tx1 = (r[2] - 1) / PINNGS_TILE;
-            const int ty0 = r[1] / PINNGS_TILE, ty1 = (r[3] - 1) / PINNGS_TILE;
-            for (int ty = ty0; ty <= ty1; ++ty)
-                for (int tx = tx0; tx <= tx1; ++tx) ids[cursor[ty * TX + tx]++] = i;
+            int t[4];
+            if (!tile_range(rects + 4 * (int64_t(v) * N + i), t)) continue;
+            for (int ty = t[1]; ty <= t[3]; ++ty)
+                for (int tx = t[0]; tx <= t[2]; ++tx) ids[cursor[ty * TX + tx]++] = i;
         }
     }
 }
