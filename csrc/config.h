@@ -4,4 +4,4 @@
 #define PINNGS_TILE 16          // detector tiles are TILE x TILE pixels
 #define PINNGS_VOX_SLAB 4       // voxelizer: planes along axis 0 per work item (CPU)
 #define PINNGS_BLOCK3D 8        // voxelizer: CUDA block edge
-#define PINNGS_PARAMS 9         // per (view, Gaussian) projected parameters, see gauss_math.h
+#define PINNGS_PARAMS 11        // per (view, Gaussian) stored parameters, see gauss_math.h

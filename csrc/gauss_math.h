@@ -14,12 +14,21 @@
 // The integral becomes  amp · L(pixel) · Ã^{-1/2} · exp(-E/2)  with amp = a·z·sqrt(2π) and
 // L = |D| = sqrt(1 + X² + Y²) a per-pixel factor that is pulled out of the sum over Gaussians.
 //
-// Per (view, Gaussian) parameters, in this order (PINNGS_PARAMS = 9):
-//   0 u0, 1 v0      projected centre (pixels, continuous; pixel (r, c) centre is (c+.5, r+.5))
-//   2 ca, 3 cb, 4 cc  h = ca dx² + 2 cb dx dy + cc dy²   (dx, dy in pixels)
-//   5 lx, 6 ly      l = lx dx + ly dy
-//   7 C             (o-m)ᵀP(o-m)
-//   8 zs            z · sqrt(2π), z = depth of the mean along the view axis (mm)
+// Conditioning for float32. Since hÃ - B̃² = hC - l², the exponent is exactly
+//   E = (h C - l²) / Ã = Δᵀ M̃ Δ / ρ,    M̃ = H - λλᵀ/C (2x2, pixels),  ρ = Ã / C = 1 + (2l + h)/C.
+// M̃ is formed in double and stored as its Cholesky factor, so a needle's conic (condition number
+// up to 1e4) is evaluated as a sum of squares whose float32 error grows with sqrt(cond), not cond;
+// ρ ≈ 1 needs only relative precision. The pair value is atten · zc · ρ^{-1/2} · exp(-E/2) · L with
+// zc = z sqrt(2π) / sqrt(C).
+//
+// Raw per (view, Gaussian) quantities (project_one, 9, double): u0 v0 ca cb cc lx ly C zs
+//   u0, v0   projected centre (pixels; pixel (r, c) centre is (c+.5, r+.5))
+//   h = ca dx² + 2 cb dx dy + cc dy²,  l = lx dx + ly dy   (dx, dy in pixels),  C,  zs = z sqrt(2π)
+// Stored parameters (condition(), PINNGS_PARAMS = 11, what the rasterizer reads):
+//   0 u0, 1 v0, 2 l00, 3 l10, 4 l11   ΔᵀM̃Δ = (l00 dx + l10 dy)² + (l11 dy)²
+//   5 kx, 6 ky                        = (lx, ly) / C
+//   7 e00, 8 e01, 9 e11               = (ca, cb, cc) / C      ρ = 1 + 2(kx dx + ky dy) + e-form
+//   10 zc                             = zs / sqrt(C)
 #pragma once
 
 #ifdef __CUDACC__
@@ -164,6 +173,49 @@ PINNGS_HD void project_one_bwd(const View<T> &v, const T m[3], const T prec[6], 
     v_prec[5] += GP[8];
 }
 
+// Raw (9) -> stored (11) parameters; a culled Gaussian (zs = 0) stays all zeros.
+PINNGS_HD void condition(const double r[9], double p[11]) {
+    for (int k = 0; k < 11; ++k) p[k] = 0.0;
+    if (!(r[8] > 0.0) || !(r[7] > 0.0)) return;
+    const double C = r[7], iC = 1.0 / C;
+    const double m00 = r[2] - r[5] * r[5] * iC, m01 = r[3] - r[5] * r[6] * iC, m11 = r[4] - r[6] * r[6] * iC;
+    const double l00 = sqrt(fmax(m00, 1e-300));
+    const double l10 = m01 / l00;
+    const double l11 = sqrt(fmax(m11 - l10 * l10, 1e-300));
+    p[0] = r[0]; p[1] = r[1]; p[2] = l00; p[3] = l10; p[4] = l11;
+    p[5] = r[5] * iC; p[6] = r[6] * iC;
+    p[7] = r[2] * iC; p[8] = r[3] * iC; p[9] = r[4] * iC;
+    p[10] = r[8] / sqrt(C);
+}
+
+// Backward of condition: g11 (stored) -> accumulates into g9 (raw).
+PINNGS_HD void condition_bwd(const double r[9], const double g[11], double gr[9]) {
+    if (!(r[8] > 0.0) || !(r[7] > 0.0)) return;
+    const double C = r[7], iC = 1.0 / C, iC2 = iC * iC;
+    const double lx = r[5], ly = r[6];
+    const double m00 = r[2] - lx * lx * iC, m01 = r[3] - lx * ly * iC, m11 = r[4] - ly * ly * iC;
+    const double l00 = sqrt(fmax(m00, 1e-300));
+    const double l10 = m01 / l00;
+    const double l11 = sqrt(fmax(m11 - l10 * l10, 1e-300));
+    // Cholesky backward: l11² = m11 - l10², l10 = m01 / l00, l00² = m00
+    const double gm11 = g[4] / (2.0 * l11);
+    const double gl10 = g[3] - g[4] * l10 / l11;
+    const double gm01 = gl10 / l00;
+    const double gl00 = g[2] - gl10 * m01 / (l00 * l00);
+    const double gm00 = gl00 / (2.0 * l00);
+    gr[0] += g[0];
+    gr[1] += g[1];
+    gr[2] += gm00 + g[7] * iC;
+    gr[3] += gm01 + g[8] * iC;
+    gr[4] += gm11 + g[9] * iC;
+    gr[5] += -2.0 * gm00 * lx * iC - gm01 * ly * iC + g[5] * iC;
+    gr[6] += -gm01 * lx * iC - 2.0 * gm11 * ly * iC + g[6] * iC;
+    gr[7] += (gm00 * lx * lx + gm01 * lx * ly + gm11 * ly * ly) * iC2
+             - (g[5] * lx + g[6] * ly + g[7] * r[2] + g[8] * r[3] + g[9] * r[4]) * iC2
+             - 0.5 * g[10] * r[8] * iC / sqrt(C);
+    gr[8] += g[10] / sqrt(C);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conservative detector bound: the pixel rectangle [x0, x1) x [y0, y1) whose centres contain the
 // exact perspective image of the k-sigma ellipsoid {E <= k²}. Outside it every ray has E > k², so
@@ -203,48 +255,59 @@ PINNGS_HD void bound_one(const double p[9], double k, int W, int H, int rect[4])
 }
 
 // ---------------------------------------------------------------------------------------------
-// One pixel-Gaussian pair, value without the per-pixel factor L: amp · Ã^{-1/2} · exp(-E/2).
+// One pixel-Gaussian pair (stored parameters p[11]), value without the per-pixel factor L:
+// amp · ρ^{-1/2} · exp(-E/2), E = |LᵀΔ|² / ρ. Along a pixel row (dy fixed) everything but dx is
+// constant: PairRow holds those constants, so the inner loop costs four FMAs, a division, a
+// square root and an exponential.
+template <typename T> struct PairRow {
+    T l00, a0, b2, r0, r1, r2;  // a = l00 dx + a0;  ρ = (r2 dx + r1) dx + r0;  Q = a² + b2
+    PINNGS_HD PairRow(T dy, const T p[11])
+        : l00(p[2]), a0(p[3] * dy), b2(p[4] * p[4] * dy * dy),
+          r0(T(1) + T(2) * p[6] * dy + p[9] * dy * dy), r1(T(2) * (p[5] + p[8] * dy)), r2(p[7]) {}
+    PINNGS_HD T value(T dx, T amp) const {
+        const T a = l00 * dx + a0;
+        const T ir = T(1) / ((r2 * dx + r1) * dx + r0);
+        return amp * sqrt(ir) * exp(T(-0.5) * (a * a + b2) * ir);
+    }
+};
+
 template <typename T>
-PINNGS_HD T pair_value(T dx, T dy, const T p[9], T amp) {
-    const T h = (p[2] * dx + T(2) * p[3] * dy) * dx + p[4] * dy * dy;
-    const T l = p[5] * dx + p[6] * dy;
-    const T At = p[7] + T(2) * l + h;
-    const T B = l + h;
-    const T iA = T(1) / At;
-    return amp * sqrt(iA) * exp(T(-0.5) * (h - B * B * iA));
+PINNGS_HD T pair_value(T dx, T dy, const T p[11], T amp) {
+    return PairRow<T>(dy, p).value(dx, amp);
 }
 
-// Backward core of one pair: with f = G·pair_value, returns the gradients of f w.r.t. the
-// intermediates h, l and Ã (gh, gl, gA) and re = Ã^{-1/2} exp(-E/2) (so ∂f/∂amp = re·G).
-// G is the upstream gradient times L. E = h - B²/Ã, B = l + h, Ã = C + 2l + h.
+// Backward core of one pair: with f = G·pair_value, the gradients of f w.r.t. a = l00 dx + l10 dy,
+// b = l11 dy and ρ (ga, gb, grho), and re = ρ^{-1/2} exp(-E/2) (so ∂f/∂amp = re·G).
 template <typename T>
-PINNGS_HD void pair_grad_core(T dx, T dy, const T p[9], T amp, T G, T &gh, T &gl, T &gA, T &re) {
-    const T h = (p[2] * dx + T(2) * p[3] * dy) * dx + p[4] * dy * dy;
-    const T l = p[5] * dx + p[6] * dy;
-    const T iA = T(1) / (p[7] + T(2) * l + h);
-    const T B = l + h;
-    re = sqrt(iA) * exp(T(-0.5) * (h - B * B * iA));
-    const T gE = T(-0.5) * amp * re * G;             // ∂f/∂E
-    gA = gE * iA + gE * B * B * iA * iA;             // via Ã^{-1/2} and via E
-    const T gB = T(-2) * gE * B * iA;
-    gh = gE + gA + gB;
-    gl = T(2) * gA + gB;
+PINNGS_HD void pair_grad_core(T dx, T dy, const T p[11], T amp, T G, T &ga, T &gb, T &grho, T &re) {
+    const T a = p[2] * dx + p[3] * dy, b = p[4] * dy;
+    const T rho = T(1) + T(2) * (p[5] * dx + p[6] * dy) + (p[7] * dx + T(2) * p[8] * dy) * dx + p[9] * dy * dy;
+    const T ir = T(1) / rho;
+    const T Q = a * a + b * b;
+    re = sqrt(ir) * exp(T(-0.5) * Q * ir);
+    const T f = amp * re * G;
+    const T gQ = T(-0.5) * f * ir;                        // ∂f/∂E · ∂E/∂Q
+    grho = T(-0.5) * f * ir + T(0.5) * f * Q * ir * ir;   // via ρ^{-1/2} and via E = Q/ρ
+    ga = T(2) * gQ * a;
+    gb = T(2) * gQ * b;
 }
 
-// Gradient of G·pair_value w.r.t. (params[0..7], amp), accumulated into g[9] (g[8]: amp).
+// Gradient of G·pair_value w.r.t. (p[0..9], amp), accumulated into g[11] (g[10]: amp).
 template <typename T>
-PINNGS_HD void pair_grad(T dx, T dy, const T p[9], T amp, T G, T g[9]) {
-    T gh, gl, gA, re;
-    pair_grad_core(dx, dy, p, amp, G, gh, gl, gA, re);
-    g[0] -= gh * (T(2) * p[2] * dx + T(2) * p[3] * dy) + gl * p[5];  // dx = px - u0
-    g[1] -= gh * (T(2) * p[3] * dx + T(2) * p[4] * dy) + gl * p[6];
-    g[2] += gh * dx * dx;
-    g[3] += gh * T(2) * dx * dy;
-    g[4] += gh * dy * dy;
-    g[5] += gl * dx;
-    g[6] += gl * dy;
-    g[7] += gA;
-    g[8] += re * G;
+PINNGS_HD void pair_grad(T dx, T dy, const T p[11], T amp, T G, T g[11]) {
+    T ga, gb, gr, re;
+    pair_grad_core(dx, dy, p, amp, G, ga, gb, gr, re);
+    g[0] -= ga * p[2] + gr * T(2) * (p[5] + p[7] * dx + p[8] * dy);  // dx = px - u0
+    g[1] -= ga * p[3] + gb * p[4] + gr * T(2) * (p[6] + p[8] * dx + p[9] * dy);
+    g[2] += ga * dx;
+    g[3] += ga * dy;
+    g[4] += gb * dy;
+    g[5] += gr * T(2) * dx;
+    g[6] += gr * T(2) * dy;
+    g[7] += gr * dx * dx;
+    g[8] += gr * T(2) * dx * dy;
+    g[9] += gr * dy * dy;
+    g[10] += re * G;
 }
 
 // L(pixel) = |(X, Y, 1)| with X = (px - cx)/fx: obliquity of the pixel ray.

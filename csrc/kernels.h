@@ -11,10 +11,10 @@ void project_fwd_cpu(int V, int N, const float *views,  // [V, 17]
                      const float *means,                // [N, 3]
                      const float *precis,               // [N, 6]
                      int W, int H, float sigma_cutoff,
-                     float *params,                     // [V, N, 9]
+                     float *params,                     // [V, N, 11]
                      int32_t *rects);                   // [V, N, 4]  x0 y0 x1 y1 (half-open)
 void project_bwd_cpu(int V, int N, const float *views, const float *means, const float *precis,
-                     const float *v_params,             // [V, N, 9]
+                     const float *v_params,             // [V, N, 11]
                      float *v_means,                    // [N, 3]
                      float *v_precis);                  // [N, 6]
 
@@ -25,14 +25,14 @@ void bin_fill_cpu(int V, int N, const int32_t *rects, int W, int H, const int64_
                   int32_t *ids);
 
 // ---- additive rasterizer ----
-void rasterize_fwd_cpu(int V, int N, const float *views, const float *params,  // [V, N, 9]
+void rasterize_fwd_cpu(int V, int N, const float *views, const float *params,  // [V, N, 11]
                        const float *atten,                                     // [V, N]
                        const int32_t *rects, const int64_t *offsets, const int32_t *ids,
                        int W, int H, float *image);                            // [V, H, W]
 void rasterize_bwd_cpu(int V, int N, const float *views, const float *params, const float *atten,
                        const int32_t *rects, int W, int H,
                        const float *v_image,                                   // [V, H, W]
-                       float *v_params,                                        // [V, N, 9]
+                       float *v_params,                                        // [V, N, 11]
                        float *v_atten);                                        // [V, N]
 
 // ---- voxelizer ----

@@ -17,10 +17,11 @@ __global__ void project_fwd_kernel(int V, int N, const float *views, const float
     const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
     double P[6];
     for (int j = 0; j < 6; ++j) P[j] = precis[6 * i + j];
-    double p[9];
-    project_one(view, m, P, p);
-    for (int j = 0; j < 9; ++j) params[9 * o + j] = float(p[j]);
-    bound_one(p, k, W, H, rects + 4 * o);
+    double raw[9], p[PINNGS_PARAMS];
+    project_one(view, m, P, raw);
+    condition(raw, p);
+    for (int j = 0; j < PINNGS_PARAMS; ++j) params[PINNGS_PARAMS * o + j] = float(p[j]);
+    bound_one(raw, k, W, H, rects + 4 * o);
 }
 
 __global__ void project_bwd_kernel(int V, int N, const float *views, const float *means,
@@ -34,9 +35,11 @@ __global__ void project_bwd_kernel(int V, int N, const float *views, const float
     double gm[3] = {0, 0, 0}, gP[6] = {0, 0, 0, 0, 0, 0};
     for (int v = 0; v < V; ++v) {
         const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
-        double g[9];
-        for (int j = 0; j < 9; ++j) g[j] = v_params[9 * ((long long)v * N + i) + j];
-        project_one_bwd(view, m, P, g, gm, gP);
+        double raw[9], g[PINNGS_PARAMS], graw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+        project_one(view, m, P, raw);
+        for (int j = 0; j < PINNGS_PARAMS; ++j) g[j] = v_params[PINNGS_PARAMS * ((long long)v * N + i) + j];
+        condition_bwd(raw, g, graw);
+        project_one_bwd(view, m, P, graw, gm, gP);
     }
     for (int j = 0; j < 3; ++j) v_means[3 * i + j] = float(gm[j]);
     for (int j = 0; j < 6; ++j) v_precis[6 * i + j] = float(gP[j]);

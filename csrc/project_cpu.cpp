@@ -1,5 +1,5 @@
-// Per-view preprocessing on CPU: project every Gaussian into every view (double precision, then
-// stored as float) and compute its conservative detector rectangle. Parallel over (view, Gaussian).
+// Per-view preprocessing on CPU: project every Gaussian into every view and condition its
+// parameters (double precision, then stored as float), and compute its conservative rectangle. Parallel over (view, Gaussian).
 #include "config.h"
 #include "kernels.h"
 #include "gauss_math.h"
@@ -15,11 +15,12 @@ void project_fwd_cpu(int V, int N, const float *views, const float *means, const
             const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
             double P[6];
             for (int k = 0; k < 6; ++k) P[k] = precis[6 * i + k];
-            double p[9];
-            project_one(view, m, P, p);
+            double raw[9], p[PINNGS_PARAMS];
+            project_one(view, m, P, raw);
+            condition(raw, p);
             const int64_t o = int64_t(v) * N + i;
-            for (int k = 0; k < 9; ++k) params[9 * o + k] = float(p[k]);
-            bound_one(p, sigma_cutoff, W, H, rects + 4 * o);
+            for (int k = 0; k < PINNGS_PARAMS; ++k) params[PINNGS_PARAMS * o + k] = float(p[k]);
+            bound_one(raw, sigma_cutoff, W, H, rects + 4 * o);
         }
     }
 }
@@ -36,9 +37,11 @@ void project_bwd_cpu(int V, int N, const float *views, const float *means, const
         for (int v = 0; v < V; ++v) {
             const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
             const int64_t o = int64_t(v) * N + i;
-            double g[9];
-            for (int k = 0; k < 9; ++k) g[k] = v_params[9 * o + k];
-            project_one_bwd(view, m, P, g, gm, gP);
+            double raw[9], g[PINNGS_PARAMS], graw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+            project_one(view, m, P, raw);
+            for (int k = 0; k < PINNGS_PARAMS; ++k) g[k] = v_params[PINNGS_PARAMS * o + k];
+            condition_bwd(raw, g, graw);
+            project_one_bwd(view, m, P, graw, gm, gP);
         }
         for (int k = 0; k < 3; ++k) v_means[3 * i + k] = float(gm[k]);
         for (int k = 0; k < 6; ++k) v_precis[6 * i + k] = float(gP[k]);

@@ -64,7 +64,7 @@ __global__ void rasterize_fwd_kernel(int N, const float *views, const float *par
     const int TX = tiles_x(W), T = TX * tiles_y(H);
     const int x = (t % TX) * PINNGS_TILE + threadIdx.x, y = (t / TX) * PINNGS_TILE + threadIdx.y;
     const int tid = threadIdx.y * PINNGS_TILE + threadIdx.x;
-    __shared__ float sp[BATCH][10];
+    __shared__ float sp[BATCH][PINNGS_PARAMS + 1];  // params + amp
     __shared__ int sr[BATCH][4];
     const long long beg = offsets[(long long)v * T + t], end = offsets[(long long)v * T + t + 1];
     const float px = float(x) + 0.5f, py = float(y) + 0.5f;
@@ -73,8 +73,8 @@ __global__ void rasterize_fwd_kernel(int N, const float *views, const float *par
         __syncthreads();
         if (b + tid < end) {  // stage one Gaussian per thread
             const long long o = (long long)v * N + ids[b + tid];
-            for (int k = 0; k < 9; ++k) sp[tid][k] = params[9 * o + k];
-            sp[tid][9] = params[9 * o + 8] * atten[o];
+            for (int k = 0; k < PINNGS_PARAMS; ++k) sp[tid][k] = params[PINNGS_PARAMS * o + k];
+            sp[tid][PINNGS_PARAMS] = params[PINNGS_PARAMS * o + 10] * atten[o];
             for (int k = 0; k < 4; ++k) sr[tid][k] = rects[4 * o + k];
         }
         __syncthreads();
@@ -82,7 +82,7 @@ __global__ void rasterize_fwd_kernel(int N, const float *views, const float *par
         for (int j = 0; j < n; ++j) {
             // same inclusion rule as the CPU: the pixel must lie in the Gaussian's rectangle
             if (x < sr[j][0] || x >= sr[j][2] || y < sr[j][1] || y >= sr[j][3]) continue;
-            acc += pair_value(px - sp[j][0], py - sp[j][1], sp[j], sp[j][9]);
+            acc += pair_value(px - sp[j][0], py - sp[j][1], sp[j], sp[j][PINNGS_PARAMS]);
         }
     }
     if (x < W && y < H) {
@@ -98,11 +98,11 @@ __global__ void rasterize_bwd_kernel(int V, int N, const float *views, const flo
     const int lane = threadIdx.x % 32;
     if (o >= (long long)V * N) return;  // whole warps exit together
     const int v = int(o / N);
-    const float *p = params + 9 * o;
+    const float *p = params + PINNGS_PARAMS * o;
     const int32_t *r = rects + 4 * o;
-    const float a = atten[o], amp = p[8] * a;
+    const float a = atten[o], amp = p[10] * a;
     const View<float> view = View<float>::load(views + v * VIEW_FLOATS);
-    float s[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    float s[PINNGS_PARAMS] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     const int rw = r[2] - r[0], rh = r[3] - r[1];
     const long long npx = (rw > 0 && rh > 0) ? (long long)rw * rh : 0;
     for (long long q = lane; q < npx; q += 32) {
@@ -112,11 +112,11 @@ __global__ void rasterize_bwd_kernel(int V, int N, const float *views, const flo
                         pixel_L(px, py, view.fx, view.fy, view.cx, view.cy);
         pair_grad(px - p[0], py - p[1], p, amp, G, s);
     }
-    warp_sum<9>(s);
+    warp_sum<PINNGS_PARAMS>(s);
     if (lane == 0) {
-        for (int k = 0; k < 8; ++k) v_params[9 * o + k] = s[k];
-        v_params[9 * o + 8] = s[8] * a;
-        v_atten[o] = s[8] * p[8];
+        for (int k = 0; k < PINNGS_PARAMS - 1; ++k) v_params[PINNGS_PARAMS * o + k] = s[k];
+        v_params[PINNGS_PARAMS * o + 10] = s[10] * a;
+        v_atten[o] = s[10] * p[10];
     }
 }
 

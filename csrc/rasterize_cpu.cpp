@@ -71,21 +71,22 @@ void rasterize_fwd_cpu(int V, int N, const float *views, const float *params, co
         for (int64_t k = offsets[vt]; k < offsets[vt + 1]; ++k) {
             const int i = ids[k];
             const int64_t o = int64_t(v) * N + i;
-            const float *p = params + 9 * o;
+            const float *p = params + PINNGS_PARAMS * o;
             const int32_t *r = rects + 4 * o;
-            const float amp = p[8] * atten[o];
+            const float amp = p[10] * atten[o];
             const int xa = std::max(X0, int(r[0])), xb = std::min(X1, int(r[2]));
             const int ya = std::max(Y0, int(r[1])), yb = std::min(Y1, int(r[3]));
             for (int y = ya; y < yb; ++y) {
-                const float dy = float(y) + 0.5f - p[1];
+                const PairRow<float> pr(float(y) + 0.5f - p[1], p);
                 float *row = acc + (y - Y0) * PINNGS_TILE;
-                // The hot loop: ~20 flops, one sqrt, one exp per pair. A fixed 16-lane row with a
-                // mask vectorises completely (one AVX-512 or two AVX2 iterations), where a loop over
-                // the clipped span [xa, xb) would run mostly in scalar remainders.
+                const float x0 = float(X0) + 0.5f - p[0];
+                // The hot loop. A fixed 16-lane row with a mask vectorises completely (one AVX-512
+                // or two AVX2 iterations), where a loop over the clipped span [xa, xb) would run
+                // mostly in scalar remainders.
 #pragma omp simd
                 for (int j = 0; j < PINNGS_TILE; ++j) {
                     const int x = X0 + j;
-                    const float val = pair_value(float(x) + 0.5f - p[0], dy, p, amp);
+                    const float val = pr.value(x0 + float(j), amp);
                     row[j] += (x >= xa && x < xb) ? val : 0.f;
                 }
             }
@@ -117,42 +118,44 @@ void rasterize_bwd_cpu(int V, int N, const float *views, const float *params, co
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t o = 0; o < int64_t(V) * N; ++o) {
         const int v = int(o / N);
-        const float *p = params + 9 * o;
+        const float *p = params + PINNGS_PARAMS * o;
         const int32_t *r = rects + 4 * o;
-        float *gp = v_params + 9 * o;
-        for (int k = 0; k < 9; ++k) gp[k] = 0.f;
+        float *gp = v_params + PINNGS_PARAMS * o;
+        for (int k = 0; k < PINNGS_PARAMS; ++k) gp[k] = 0.f;
         v_atten[o] = 0.f;
         if (r[2] <= r[0] || r[3] <= r[1]) continue;
-        const float a = atten[o], amp = p[8] * a;
-        const float ca = p[2], cb = p[3], cc = p[4], lx = p[5], ly = p[6];
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0;
+        const float a = atten[o], amp = p[10] * a;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0, s9 = 0, s10 = 0;
         for (int y = r[1]; y < r[3]; ++y) {
             const float dy = float(y) + 0.5f - p[1];
             const float *Grow = G.data() + (int64_t(v) * H + y) * S;
             for (int xs = r[0]; xs < r[2]; xs += PINNGS_TILE) {
-#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7, s8)
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10)
                 for (int j = 0; j < PINNGS_TILE; ++j) {
                     const int x = xs + j;
                     const float Gx = x < r[2] ? Grow[x] : 0.f;  // every term below is ∝ G
                     const float dx = float(x) + 0.5f - p[0];
-                    float gh, gl, gA, re;
-                    pair_grad_core(dx, dy, p, amp, Gx, gh, gl, gA, re);
-                    s0 -= gh * (2.f * ca * dx + 2.f * cb * dy) + gl * lx;
-                    s1 -= gh * (2.f * cb * dx + 2.f * cc * dy) + gl * ly;
-                    s2 += gh * dx * dx;
-                    s3 += gh * 2.f * dx * dy;
-                    s4 += gh * dy * dy;
-                    s5 += gl * dx;
-                    s6 += gl * dy;
-                    s7 += gA;
-                    s8 += re * Gx;
+                    float ga, gb, gr, re;
+                    pair_grad_core(dx, dy, p, amp, Gx, ga, gb, gr, re);
+                    // the same sums as pair_grad (gauss_math.h), kept as scalars so they vectorise
+                    s0 -= ga * p[2] + 2.f * gr * (p[5] + p[7] * dx + p[8] * dy);
+                    s1 -= ga * p[3] + gb * p[4] + 2.f * gr * (p[6] + p[8] * dx + p[9] * dy);
+                    s2 += ga * dx;
+                    s3 += ga * dy;
+                    s4 += gb * dy;
+                    s5 += 2.f * gr * dx;
+                    s6 += 2.f * gr * dy;
+                    s7 += gr * dx * dx;
+                    s8 += 2.f * gr * dx * dy;
+                    s9 += gr * dy * dy;
+                    s10 += re * Gx;
                 }
             }
         }
-        gp[0] = s0; gp[1] = s1; gp[2] = s2; gp[3] = s3; gp[4] = s4;
-        gp[5] = s5; gp[6] = s6; gp[7] = s7;
-        gp[8] = s8 * a;   // amp = zs · atten
-        v_atten[o] = s8 * p[8];
+        gp[0] = s0; gp[1] = s1; gp[2] = s2; gp[3] = s3; gp[4] = s4; gp[5] = s5;
+        gp[6] = s6; gp[7] = s7; gp[8] = s8; gp[9] = s9;
+        gp[10] = s10 * a;   // amp = zc · atten
+        v_atten[o] = s10 * p[10];
     }
 }
 

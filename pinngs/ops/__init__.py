@@ -69,7 +69,7 @@ def project_gaussians(views: torch.Tensor,  # [V, 17] from geometry.pack_views
                       precis: torch.Tensor,  # [N, 6] mm⁻²
                       width: int, height: int, sigma_cutoff: float = 5.0,
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view preprocessing: per (view, Gaussian) parameters [V, N, 9] and the conservative
+    """Per-view preprocessing: per (view, Gaussian) parameters [V, N, 11] and the conservative
     detector rectangle [V, N, 4] int32 (x0, y0, x1, y1, half-open) of its sigma_cutoff ellipsoid."""
     if use_kernels(views, means, precis):
         return _Project.apply(views, means, precis, int(width), int(height), float(sigma_cutoff))
@@ -102,7 +102,7 @@ class _Rasterize(torch.autograd.Function):
 
 
 def rasterize(views: torch.Tensor,  # [V, 17]
-              params: torch.Tensor,  # [V, N, 9] from project_gaussians
+              params: torch.Tensor,  # [V, N, 11] from project_gaussians
               atten: torch.Tensor,  # [V, N] peak attenuation per view (mm⁻¹)
               rects: torch.Tensor,  # [V, N, 4] from project_gaussians
               width: int, height: int) -> torch.Tensor:

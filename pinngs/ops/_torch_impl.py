@@ -30,7 +30,7 @@ def _project(views: torch.Tensor,  # [V, 17]
              means: torch.Tensor,  # [N, 3]
              precis: torch.Tensor,  # [N, 6]
              W: int, H: int, sigma_cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> params [V, N, 9] (see csrc/gauss_math.h), rects [V, N, 4] int32 (x0, y0, x1, y1), half-open."""
+    """-> params [V, N, 11] (stored layout, csrc/gauss_math.h), rects [V, N, 4] int32 (x0, y0, x1, y1)."""
     o, R, fx, fy, cx, cy, near = _unpack_views(views)
     fx, fy, cx, cy, near = (t[:, None] for t in (fx, fy, cx, cy, near))
     mc = torch.einsum("vab,vnb->vna", R, means[None] - o[:, None])  # [V, N, 3]
@@ -39,17 +39,30 @@ def _project(views: torch.Tensor,  # [V, 17]
     x, y, z = mc.unbind(-1)
     valid = z > near
     zz = torch.where(valid, z, torch.ones_like(z))
-    params = torch.stack([
+    raw = torch.stack([
         fx * x / zz + cx, fy * y / zz + cy,
         zz * zz * Pc[..., 0, 0] / (fx * fx), zz * zz * Pc[..., 0, 1] / (fx * fy), zz * zz * Pc[..., 1, 1] / (fy * fy),
         zz * q[..., 0] / fx, zz * q[..., 1] / fy,
         (mc * q).sum(-1),
         zz * SQRT_2PI,
     ], dim=-1)
-    params = torch.where(valid[..., None], params, torch.zeros_like(params))
+    raw = torch.where(valid[..., None], raw, torch.zeros_like(raw))
     with torch.no_grad():
-        rects = _bounds(params.detach().double(), sigma_cutoff, W, H)
-    return params, rects
+        rects = _bounds(raw.detach().double(), sigma_cutoff, W, H)
+    return _condition(raw), rects
+
+
+def _condition(raw: torch.Tensor) -> torch.Tensor:  # [..., 9] -> [..., 11], twin of condition()
+    u0, v0, ca, cb, cc, lx, ly, C, zs = raw.unbind(-1)
+    ok = (zs > 0) & (C > 0)
+    C = torch.where(ok, C, torch.ones_like(C))
+    tiny = torch.finfo(raw.dtype).tiny
+    m00, m01, m11 = ca - lx * lx / C, cb - lx * ly / C, cc - ly * ly / C
+    l00 = m00.clamp_min(tiny).sqrt()
+    l10 = m01 / l00
+    l11 = (m11 - l10 * l10).clamp_min(tiny).sqrt()
+    p = torch.stack([u0, v0, l00, l10, l11, lx / C, ly / C, ca / C, cb / C, cc / C, zs / C.sqrt()], -1)
+    return torch.where(ok[..., None], p, torch.zeros_like(p))
 
 
 def _bounds(p: torch.Tensor, k: float, W: int, H: int) -> torch.Tensor:
@@ -111,19 +124,16 @@ def _pixel_L(views: torch.Tensor, W: int, H: int, dtype, device) -> torch.Tensor
     return torch.sqrt(1 + X * X + Y * Y)
 
 
-def _rasterize_chunk(px, py, xs, ys, p, a, r):  # p [n, 9], a [n], r [n, 4] -> [H, W]
+def _rasterize_chunk(px, py, xs, ys, p, a, r):  # p [n, 11], a [n], r [n, 4] -> [H, W]
     """Every pixel against n Gaussians, masked to their rectangles: the formula of gauss_math.h."""
     dx = px[None, None, :] - p[:, 0, None, None]
     dy = py[None, :, None] - p[:, 1, None, None]
-    ca, cb, cc, lx, ly, C, zs = (p[:, k, None, None] for k in range(2, 9))
-    h = ca * dx * dx + 2 * cb * dx * dy + cc * dy * dy
-    l = lx * dx + ly * dy
-    At = C + 2 * l + h
-    B = l + h
-    E = h - B * B / At
+    l00, l10, l11, kx, ky, e00, e01, e11, zc = (p[:, k, None, None] for k in range(2, 11))
+    rho = 1 + 2 * (kx * dx + ky * dy) + e00 * dx * dx + 2 * e01 * dx * dy + e11 * dy * dy
+    E = ((l00 * dx + l10 * dy) ** 2 + (l11 * dy) ** 2) / rho
     inside = ((xs[None, None, :] >= r[:, 0, None, None]) & (xs[None, None, :] < r[:, 2, None, None])
               & (ys[None, :, None] >= r[:, 1, None, None]) & (ys[None, :, None] < r[:, 3, None, None]))
-    val = (zs * a[:, None, None]) * torch.rsqrt(At) * torch.exp(-0.5 * E)
+    val = (zc * a[:, None, None]) * torch.rsqrt(rho) * torch.exp(-0.5 * E)
     return torch.where(inside, val, torch.zeros_like(val)).sum(0)
 
 
@@ -167,7 +177,7 @@ def _rasterize_sum(params, atten, rects, W, H, chunk, v_img):
 
 
 def _rasterize(views: torch.Tensor,  # [V, 17]
-               params: torch.Tensor,  # [V, N, 9]
+               params: torch.Tensor,  # [V, N, 11]
                atten: torch.Tensor,  # [V, N]
                rects: torch.Tensor,  # [V, N, 4]
                W: int, H: int, chunk: int = 64) -> torch.Tensor:
