@@ -1,10 +1,12 @@
 """The pinngs command line.
 
-    pinngs demo -o OUT [--views 4] [--size 256] [--gaussians 3000] [--seed 0]
+    pinngs simulate PRESET -o DIR [--seed S] [--overwrite]     a synthetic DSA study with ground truth
+    pinngs simulate --list                                     the presets
+    pinngs demo -o OUT [--views 4] [--size 256]                render the built-in Gaussian scene
 
-renders the built-in coronary-like Gaussian scene through several C-arm views to PNGs plus a
-``render.json`` describing the views, then prints where it wrote them. Later issues add
-``simulate``, ``reconstruct``, ``evaluate`` and ``watch``.
+``simulate`` writes DIR/study.json + frames/ (a pinngs study folder), DIR/truth/ (lumen, centerline,
+velocity, pressure, arrival times, truth.json with ΔP and flow rate) and DIR/preview.png.
+Later issues add ``reconstruct``, ``evaluate`` and ``watch``.
 """
 from __future__ import annotations
 
@@ -82,6 +84,34 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"in {dt:.2f} s -> {out}/montage.png")
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .simulate import PRESETS, get_preset
+
+    if args.list or not args.preset:
+        if not args.list:
+            raise UserError("simulate needs a PRESET (see `pinngs simulate --list`)")
+        for p in PRESETS.values():
+            print(f"{p.name:24s} {p.description}")
+        return
+    if args.output is None:
+        raise UserError("simulate needs an output folder: -o DIR")
+    try:
+        pre = get_preset(args.preset)
+    except KeyError as err:
+        raise UserError(str(err.args[0])) from None
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise UserError(f"output folder {out} is not empty; choose another or pass --overwrite")
+    from .simulate import simulate, write_simulation
+
+    t0 = time.perf_counter()
+    sim = simulate(pre, seed=args.seed)
+    write_simulation(sim, out, overwrite=args.overwrite)
+    s = sim.summary
+    print(f"{pre.name}: {s['n_frames']} frames, {s['n_views']} views, Q = {s['q_ml_s']:.2f} ml/s, "
+          f"ΔP = {s['dp_mmhg']:.2f} mmHg ({s['flow_model']}) in {time.perf_counter() - t0:.1f} s -> {out}/preview.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pinngs", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -93,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     d.set_defaults(func=cmd_demo)
+    s = sub.add_parser("simulate", help="write a synthetic DSA study with full ground truth")
+    s.add_argument("preset", nargs="?", help="preset name (see --list)")
+    s.add_argument("-o", "--output", help="output folder (created; must be empty)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (noise); runs are deterministic")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument("--list", action="store_true", help="list the presets and exit")
+    s.set_defaults(func=cmd_simulate)
     return p
 
 

@@ -134,41 +134,63 @@ def _view_to_json(v: CArmView) -> dict:
     return {k: (list(getattr(v, k)) if isinstance(getattr(v, k), tuple) else getattr(v, k)) for k in VIEW_FIELDS}
 
 
-def save_study(study: Study, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``study`` as a study folder, atomically (temporary sibling, then rename)."""
+def write_study_files(study: Study, root: Path) -> None:
+    """Write study.json, frames/ and masks/ into the existing folder ``root`` (not atomic by itself)."""
     import imageio.v3 as iio
 
     study.validate("save_study")
-    out = Path(folder)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
-        (tmp / "frames").mkdir()
-        frames = []
-        for k, f in enumerate(study.frames):
-            name = f"frames/{k:05d}.tif"
-            iio.imwrite(tmp / name, np.ascontiguousarray(f.image, dtype=np.float32))
-            frames.append({"file": name, "view": int(f.view), "t_s": float(f.t_s)})
-        masks = []
-        if study.intensity == "raw":
-            (tmp / "masks").mkdir()
-            for vi, m in sorted(study.masks.items()):
-                name = f"masks/{vi:02d}.tif"
-                iio.imwrite(tmp / name, np.ascontiguousarray(m, dtype=np.float32))
-                masks.append({"file": name, "view": int(vi)})
-        doc = {"format": FORMAT, "version": VERSION, "mode": study.mode, "intensity": study.intensity,
-               "n_frames": len(frames), "views": [_view_to_json(v) for v in study.views], "frames": frames,
-               "masks": masks, "meta": study.meta}
-        (tmp / "study.json").write_text(json.dumps(doc, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    (root / "frames").mkdir()
+    frames = []
+    for k, f in enumerate(study.frames):
+        name = f"frames/{k:05d}.tif"
+        iio.imwrite(root / name, np.ascontiguousarray(f.image, dtype=np.float32))
+        frames.append({"file": name, "view": int(f.view), "t_s": float(f.t_s)})
+    masks = []
+    if study.intensity == "raw":
+        (root / "masks").mkdir()
+        for vi, m in sorted(study.masks.items()):
+            name = f"masks/{vi:02d}.tif"
+            iio.imwrite(root / name, np.ascontiguousarray(m, dtype=np.float32))
+            masks.append({"file": name, "view": int(vi)})
+    doc = {"format": FORMAT, "version": VERSION, "mode": study.mode, "intensity": study.intensity,
+           "n_frames": len(frames), "views": [_view_to_json(v) for v in study.views], "frames": frames,
+           "masks": masks, "meta": study.meta}
+    (root / "study.json").write_text(json.dumps(doc, indent=1))
+
+
+class AtomicFolder:
+    """Build a folder under a temporary sibling name; rename it into place only on success.
+
+        with AtomicFolder(out, overwrite=False) as tmp:
+            ...write into tmp...
+    """
+
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False) -> None:
+        self.out = Path(folder)
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not overwrite:
+            raise FileExistsError(f"{self.out} exists and is not empty; choose another folder or allow overwriting")
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+        return False
+
+
+def save_study(study: Study, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``study`` as a study folder, atomically (temporary sibling, then rename)."""
+    study.validate("save_study")
+    with AtomicFolder(folder, overwrite) as tmp:
+        write_study_files(study, tmp)
+    return Path(folder)
 
 
 def _read_image(path: Path, label: str, problems: list[str]) -> np.ndarray | None:
