@@ -35,3 +35,18 @@ def test_poiseuille_pure_advection_matches_exact():
         c = concentration(tau, t, bolus)
         c_exact = gamma_variate(t - exact, **bolus)
         assert np.abs(c - c_exact).max() < 2e-2  # c_in' ≤ ~2.5/s times the τ error above
+
+
+def test_fill_unreached_uses_the_nearest_reached_fluid():
+    from pinngs.simulate.transport import fill_unreached
+
+    x = np.linspace(0.0, 4.0, 41)
+    pts = np.stack([x, np.zeros_like(x), np.zeros_like(x)], 1)
+    tau = np.where(x <= 2.0, x / 100.0, np.inf)  # advected up to 2 mm, a dead zone beyond
+    out, n = fill_unreached(pts, tau, d_mix_mm2_s=10.0, k=41)
+    assert n == int((x > 2.0).sum())
+    np.testing.assert_allclose(out[x <= 2.0], tau[x <= 2.0], rtol=1e-6)
+    # the exact minimiser over reached y in [0, 2]: y = 2 (tau grows with y, but d² shrinks faster)
+    expect = np.min(x[x <= 2.0][None] / 100.0 + (x[x > 2.0][:, None] - x[x <= 2.0][None]) ** 2 / 20.0, axis=1)
+    np.testing.assert_allclose(out[x > 2.0], expect, rtol=1e-5)
+    assert np.isfinite(out).all()
