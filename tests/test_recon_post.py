@@ -1,0 +1,119 @@
+"""Lumen post-processing on phantoms whose answer is known: surface mesh, centerline and radii,
+stenosis grading, Murray's law at a bifurcation, and the VMTK-style CSV round trip.
+
+The volumes are the simulator's partial-volume occupancies (pinngs.simulate.phantoms), not a
+reconstruction, so every error here is the post-processing's own.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pinngs.recon.centerline import (branch_topology, extract_centerline, grade_stenosis, murray_deviation,
+                                     read_centerline_csv, write_centerline_csv)
+from pinngs.recon.surface import mask_to_mesh, write_obj, write_stl
+from pinngs.simulate.phantoms import bifurcation, straight_vessel
+
+H = 0.15  # grid spacing (mm)
+
+
+def _volume(ph, h=H):
+    origin, shape = ph.grid(h, margin_mm=1.0)
+    return ph.occupancy(origin, h, shape), origin
+
+
+@pytest.fixture(scope="module")
+def tube():
+    # a straight tube cut by the grid on both ends (the grid margin is only radial: the ends are clipped)
+    ph = straight_vessel("tube", radius_mm=1.5, length_mm=16.0, direction=(0.3, 0.2, 1.0))
+    occ, origin = _volume(ph)
+    return ph, occ, origin
+
+
+def test_mesh_is_watertight_and_has_the_lumen_volume(tube, tmp_path):
+    ph, occ, origin = tube
+    mesh = mask_to_mesh(occ, origin, H)
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0  # outward normals
+    # the 0.5-level surface encloses the partial-volume integral (within a small fraction)
+    voxel_volume = float(occ.sum()) * H ** 3
+    assert mesh.volume == pytest.approx(voxel_volume, rel=0.02)
+    # the mesh sits on the analytic wall: distance of vertices from the axis is the radius
+    a, d = ph.axis_origin_mm, ph.axis_dir
+    v = mesh.vertices - a
+    r = np.linalg.norm(v - np.outer(v @ d, d), axis=1)
+    side = np.abs(r - 1.5) < 0.5 * 1.5  # vertices on the side wall (not on the flat end caps)
+    assert np.median(np.abs(r[side] - 1.5)) < 0.25 * H
+    for writer, suffix in ((write_stl, ".stl"), (write_obj, ".obj")):
+        p = writer(mesh, tmp_path / f"lumen{suffix}")
+        assert p.exists() and p.stat().st_size > 0
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_mesh_rejects_an_empty_volume():
+    with pytest.raises(ValueError, match="empty"):
+        mask_to_mesh(np.zeros((8, 8, 8), np.float32), np.zeros(3), H)
+
+
+def test_tube_centerline_radius_and_no_lesion(tube, tmp_path):
+    ph, occ, origin = tube
+    branches = extract_centerline(occ, origin, H)
+    assert len(branches) == 1
+    b = branches[0]
+    # on the axis and of the right radius
+    a, d = ph.axis_origin_mm, ph.axis_dir
+    v = b[:, :3] - a
+    off_axis = np.linalg.norm(v - np.outer(v @ d, d), axis=1)
+    assert np.sqrt(np.mean(off_axis ** 2)) < 0.5 * H
+    assert np.mean(np.abs(b[:, 3] - 1.5)) < 0.5 * H
+    # covers the tube except about one radius at each clipped end
+    span = (v @ d).max() - (v @ d).min()
+    assert span > 16.0 - 2 * 1.5 - 2.0
+    assert grade_stenosis(branches) == []
+    assert murray_deviation(branches) == []
+    # CSV round trip (VMTK column names)
+    p = write_centerline_csv(tmp_path / "centerline.csv", branches)
+    head = p.read_text().splitlines()[0]
+    assert head.startswith("X,Y,Z,MaximumInscribedSphereRadius")
+    back = read_centerline_csv(p)
+    assert len(back) == 1 and np.allclose(back[0], b, atol=1e-5)
+
+
+@pytest.mark.parametrize("severity", [0.5, 0.7])
+def test_stenosis_is_graded_where_it_is(severity):
+    L = 6.0
+    ph = straight_vessel("sten", radius_mm=1.5, length_mm=24.0, direction=(0.3, 0.2, 1.0),
+                         severity=severity, stenosis_length_mm=L)
+    occ, origin = _volume(ph)
+    branches = extract_centerline(occ, origin, H, inlet_hint_mm=ph.inlet[0])
+    assert len(branches) == 1
+    lesions = grade_stenosis(branches)
+    assert len(lesions) == 1, lesions
+    les = lesions[0]
+    assert abs(les["percent_diameter_stenosis"] - 100 * severity) <= 3.0
+    assert les["d_ref_mm"] == pytest.approx(3.0, abs=0.1)
+    # location: the throat is at the middle of the tube (the branch starts about 1-2 mm in)
+    throat = ph.axis_origin_mm + 12.0 * ph.axis_dir
+    assert np.linalg.norm(np.asarray(les["xyz_mm"]) - throat) < 0.2
+    # a cosine stenosis of length L is narrower than 0.9 d_ref over L/pi * arccos(...) ; half depth = L/2
+    assert les["length_half_depth_mm"] == pytest.approx(L / 2, abs=0.3)
+    assert 0 < les["length_mm"] < L
+
+
+def test_bifurcation_topology_and_murray():
+    ph = bifurcation(r0_mm=1.6, ratio=0.8, angle_deg=60.0, trunk_mm=12.0, branch_mm=12.0)
+    occ, origin = _volume(ph)
+    branches = extract_centerline(occ, origin, H, inlet_hint_mm=ph.inlet[0])
+    assert len(branches) == 3
+    parents, _ = branch_topology(branches)
+    assert parents == [-1, 0, 0]
+    assert grade_stenosis(branches) == []
+    (j,) = murray_deviation(branches)
+    r1, r2 = ph.meta["r1_mm"], ph.meta["r2_mm"]
+    assert j["r_parent_mm"] == pytest.approx(1.6, abs=0.1)
+    assert sorted(j["r_daughters_mm"]) == pytest.approx(sorted([r1, r2]), abs=0.05)
+    # Murray's law holds in the phantom: deviation ~ 0, exponent ~ 3
+    assert abs(j["deviation"]) < 0.05
+    assert j["exponent_k"] == pytest.approx(3.0, abs=0.3)
+    # the junction is where the phantom's daughters start (the origin)
+    assert np.linalg.norm(j["junction_xyz_mm"]) < 1.6
