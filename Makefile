@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make demo   set up .venv, build pinngs._C, render the built-in scene  -> out/demo/
+#   make demo   set up .venv, build pinngs._C, simulate a study (stenosis70-4view), reconstruct it,
+#               evaluate it against the truth and write the report        -> out/demo/
 #   make test   set up .venv, build, compile-check the CUDA sources, run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pinngs-installed
 NVCC   ?= $(shell command -v nvcc 2>/dev/null)
 
-.PHONY: setup demo test test-slow check-cuda bench bench-quick clean
+.PHONY: setup demo render-demo test test-slow check-cuda bench bench-quick bench-simulate bench-reconstruct clean
+DEMO_PRESET ?= stenosis70-4view
 
 setup: $(STAMP)
 
@@ -22,7 +24,14 @@ $(STAMP): setup.py requirements.txt $(wildcard csrc/*)
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/pinngs demo -o out/demo --overwrite
+	$(VENV)/bin/pinngs simulate $(DEMO_PRESET) -o out/demo/study --seed 0 --overwrite
+	$(VENV)/bin/pinngs reconstruct out/demo/study -o out/demo/recon --overwrite
+	$(VENV)/bin/pinngs evaluate out/demo/recon --truth out/demo/study/truth -o out/demo/evaluation.json
+	@echo "report: out/demo/recon/report.md (+ report.png); study preview: out/demo/study/preview.png"
+
+# the rasterizer alone: render the built-in Gaussian scene
+render-demo: $(STAMP)
+	$(VENV)/bin/pinngs demo -o out/render-demo --overwrite
 
 # every .cu is free of torch headers, so nvcc checks it in ~1 s without a GPU
 check-cuda:
@@ -44,6 +53,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_rasterizer.py --quick
+
+bench-simulate: $(STAMP)
+	$(PY) benchmarks/bench_simulate.py
+
+bench-reconstruct: $(STAMP)
+	$(PY) benchmarks/bench_reconstruct.py
 
 clean:
 	rm -rf build *.egg-info pinngs/_C*.so out

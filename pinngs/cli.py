@@ -2,11 +2,15 @@
 
     pinngs simulate PRESET -o DIR [--seed S] [--overwrite]     a synthetic DSA study with ground truth
     pinngs simulate --list                                     the presets
+    pinngs reconstruct STUDY -o OUT [--iters N] [--resume] [--overwrite]
+                                                               Gaussians, lumen, mesh, centerline, grading
+    pinngs evaluate OUT --truth DIR                            metrics of a reconstruction against truth
     pinngs demo -o OUT [--views 4] [--size 256]                render the built-in Gaussian scene
 
 ``simulate`` writes DIR/study.json + frames/ (a pinngs study folder), DIR/truth/ (lumen, centerline,
 velocity, pressure, arrival times, truth.json with ΔP and flow rate) and DIR/preview.png.
-Later issues add ``reconstruct``, ``evaluate`` and ``watch``.
+``reconstruct`` takes a study folder or DICOM XA (a file or a folder of .dcm) and writes OUT (see
+``pinngs.recon.pipeline``). Later issues add flow and ``watch``.
 """
 from __future__ import annotations
 
@@ -112,6 +116,43 @@ def cmd_simulate(args: argparse.Namespace) -> None:
           f"ΔP = {s['dp_mmhg']:.2f} mmHg ({s['flow_model']}) in {time.perf_counter() - t0:.1f} s -> {out}/preview.png")
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .io.dicom import DicomError
+    from .recon.fit import FitConfig
+    from .recon.pipeline import ReconstructError, reconstruct
+
+    cfg = FitConfig(seed=args.seed)
+    if args.iters is not None:
+        cfg.iters = args.iters
+    if args.checkpoint_every is not None:
+        cfg.checkpoint_every = args.checkpoint_every
+    try:
+        cfg.validate()
+        s = reconstruct(args.study, args.output, cfg, overwrite=args.overwrite, resume=args.resume)
+    except (ReconstructError, DicomError, ValueError) as e:
+        raise UserError(str(e)) from None
+    les = ", ".join(f"{x['percent_diameter_stenosis']:.0f} % at {x['arc_from_inlet_mm']:.1f} mm" for x in s["stenosis"]) or "none"
+    print(f"reconstructed {s['n_gaussians']} Gaussians, lumen {s['lumen_volume_mm3']:.0f} mm³, stenoses: {les}; "
+          f"{s['seconds_total']:.0f} s -> {args.output}/report.md")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .recon.evaluate import evaluate
+
+    try:
+        m = evaluate(args.recon, args.truth)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise UserError(str(e)) from None
+    text = json.dumps(m, indent=1, default=float)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    print(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pinngs", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     s.add_argument("--list", action="store_true", help="list the presets and exit")
     s.set_defaults(func=cmd_simulate)
+    r = sub.add_parser("reconstruct", help="fit Gaussians to a study: lumen, surface, centerline, stenosis grading")
+    r.add_argument("study", help="study folder (study.json) or DICOM XA file / folder of .dcm files")
+    r.add_argument("-o", "--output", required=True, help="output folder (created; must be empty)")
+    r.add_argument("--iters", type=int, default=None, help="optimisation steps (default: FitConfig.iters)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.pt")
+    r.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints (default: FitConfig.checkpoint_every)")
+    r.set_defaults(func=cmd_reconstruct)
+    e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder")
+    e.add_argument("recon", help="a `pinngs reconstruct` output folder")
+    e.add_argument("--truth", required=True, help="the truth/ folder of a simulated study")
+    e.add_argument("-o", "--output", help="also write the metrics to this JSON file")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

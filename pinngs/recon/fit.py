@@ -1,0 +1,538 @@
+"""Fitting Gaussians to a DSA study with the rasterizer (issue 4, DESIGN.md §3).
+
+Pipeline (``fit_study``):
+
+1. **Targets.** The lumen is static, the contrast is not. Two ways, both measured
+   (``FitConfig.targets``):
+
+   * ``"frames"`` (default): every cine frame whose total line integral is ≥ ``frames_keep`` of the
+     brightest is a target (background median removed); each step renders a random batch of
+     ``frames_batch`` of them, and each frame's contrast state enters as one least-squares scale
+     factor between its rendering and the data.
+   * ``"composite"``: one opacified composite per view: the frames of that view in time order,
+     smoothed by a 3-frame running mean, then the per-pixel maximum, minus the median background.
+
+   Measured (seed 0, 500 steps): 50 % stenosis biplane Dice 0.945 (frames) against 0.917
+   (composite); 70 % stenosis 4 views 0.972 against 0.969; the frames cost ~3x the fit time
+   (66 s against 22 s). The per-pixel maximum of noisy frames is biased upwards by the noise,
+   which widens the vessel; fitting the frames themselves is not biased. For rotational runs (one
+   frame per angle) every frame whose total line integral is ≥ ``rot_keep`` of the brightest is a
+   target, rescaled to that brightest frame. The composite always seeds the initialisation and is
+   what the report shows.
+2. **Initialisation by back-projection.** On a lattice of spacing ``init_spacing_mm`` around the
+   isocentre, a point is kept where every target sees at least ``hull_frac`` of its peak at the
+   point's projection (a soft visual hull: the minimum over views of the back-projected images).
+   One isotropic Gaussian (σ = ½ spacing) sits on each kept point; all get the same peak
+   attenuation, set so that the field's total mass matches the mass seen in the images.
+3. **Optimisation.** Adam on means, log-scales, quaternions and attenuations against the mean
+   squared error over all targets (each normalised by its peak²), plus two priors:
+
+   * ``binary_weight``: a double-well penalty μ(μ_c − μ)/μ_c² on a coarse voxel grid (through the
+     differentiable voxelizer), which pushes the density to be either empty or at one lumen level
+     μ_c. A lumen filled with contrast *is* such a field; with 2–4 views it is the prior that
+     removes the visual-hull corners and rounds the cross-sections.
+   * ``scale_weight``: a hinge on scales outside [min_scale_mm, max_scale_mm].
+
+   μ_c is re-estimated every step from the field itself (``lumen_level``: the mass-weighted
+   median density), detached.
+4. **Densify and prune (integral-preserving).** Every ``densify_every`` steps until
+   ``densify_until``: Gaussians larger than ``split_scale_mm`` along their major axis are split
+   into two children ±½σ along that axis with 0.6σ there and the attenuation set so that each pair
+   carries exactly the parent's integral a·(2π)^{3/2}·s₁s₂s₃; Gaussians whose integral is below
+   ``prune_mass_frac`` of the median are dropped and the remaining attenuations are rescaled so the
+   total integral is unchanged. Adam's moments are reset for the changed set.
+5. **Lumen.** The field is voxelized at ``lumen_mm``. The surface is the level τ whose inside has
+   the volume ∫μ/μ_c (``lumen_threshold``, integral-preserving); occupancy = clip(μ/2τ, 0, 1), so
+   its 0.5 level is that surface. (Thresholding at μ_c/2 put the surface ~0.05 mm inside the truth
+   on the 70 % preset: Dice 0.962 against 0.971.) Components of the lumen smaller than 5 % of the
+   largest (clutter beside the vessel) are removed (``keep_main_lumen``).
+
+Checkpoints (``checkpoint``/``resume``) hold the field, the optimiser and the step, written
+atomically, so that a killed run loses at most ``checkpoint_every`` steps.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..field import GaussianField
+from ..geometry import CArmView, pack_views
+from ..io.study import Study
+from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
+
+TWO_PI_32 = (2.0 * math.pi) ** 1.5
+
+
+@dataclass
+class FitConfig:
+    """Knobs of ``fit_study`` (defaults are the ones the benchmark measures)."""
+
+    iters: int = 500
+    init_spacing_mm: float = 0.45
+    hull_frac: float = 0.12
+    rot_keep: float = 0.9
+    targets: str = "frames"  # "frames": every frame with its own contrast; "composite": one image per view
+    frames_keep: float = 0.3  # "frames": frames with at least this fraction of the peak frame's mass
+    frames_batch: int = 8  # "frames": frames per step
+    lr_means: float = 0.01
+    lr_scales: float = 0.02
+    lr_quats: float = 0.02
+    lr_atten: float = 0.03
+    binary_weight: float = 0.0
+    binary_grid_mm: float = 0.25
+    scale_weight: float = 1.0
+    min_scale_mm: float = 0.06
+    max_scale_mm: float = 1.2
+    split_scale_mm: float = 0.6
+    prune_mass_frac: float = 0.02
+    densify_every: int = 100
+    densify_until: int = 350
+    max_gaussians: int = 40000
+    lumen_mm: float = 0.1
+    surface_rule: str = "mass"  # "mass": integral-preserving threshold; "half": μ_c / 2
+    checkpoint_every: int = 50
+    seed: int = 0
+    threads: int = 1  # torch/OpenMP threads while fitting; see fit_study
+
+    def validate(self) -> None:
+        if self.iters < 1:
+            raise ValueError(f"iters must be >= 1, got {self.iters}")
+        for k in ("init_spacing_mm", "lumen_mm", "min_scale_mm", "max_scale_mm", "split_scale_mm",
+                  "binary_grid_mm"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"{k} must be > 0, got {getattr(self, k)}")
+        if self.targets not in ("composite", "frames"):
+            raise ValueError(f"targets must be 'composite' or 'frames', got {self.targets!r}")
+        if self.surface_rule not in ("mass", "half"):
+            raise ValueError(f"surface_rule must be 'mass' or 'half', got {self.surface_rule!r}")
+        if not 0 < self.hull_frac < 1:
+            raise ValueError(f"hull_frac must be in (0, 1), got {self.hull_frac}")
+        if self.min_scale_mm >= self.max_scale_mm:
+            raise ValueError("min_scale_mm must be < max_scale_mm")
+
+
+@dataclass
+class Targets:
+    views: list[CArmView]  # one per target image
+    images: torch.Tensor  # [T, H, W] float32 line integrals (opacified)
+    info: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. targets
+# ------------------------------------------------------------------------------------------------
+def targets_from_study(study: Study, rot_keep: float = 0.9) -> Targets:
+    """Opacified target images from a study (see the module docstring)."""
+    study.validate("reconstruct")
+    d = study.line_integrals()
+    H, W = study.views[0].rows, study.views[0].cols
+    if any((v.rows, v.cols) != (H, W) for v in study.views):
+        raise ValueError("all views must share one detector size (rows x cols) for fitting")
+    if study.mode == "rotational":
+        mass = np.array([float(np.clip(img - np.median(img), 0, None).sum()) for img in d])
+        keep = np.nonzero(mass >= rot_keep * mass.max())[0]
+        views = [study.views[study.frames[k].view] for k in keep]
+        imgs = [(d[k] - np.median(d[k])) * (mass.max() / mass[k]) for k in keep]
+        info = {"kind": "rotational-peak-frames", "n_frames_used": int(len(keep)), "rot_keep": rot_keep}
+    else:
+        views, imgs, used = [], [], []
+        for vi, v in enumerate(study.views):
+            ks = sorted((k for k, f in enumerate(study.frames) if f.view == vi), key=lambda k: study.frames[k].t_s)
+            if not ks:
+                continue
+            stack = np.stack([d[k] for k in ks]).astype(np.float32)
+            if len(ks) >= 3:  # 3-frame running mean: less noise before the max
+                sm = stack.copy()
+                sm[1:-1] = (stack[:-2] + stack[1:-1] + stack[2:]) / 3.0
+                stack = sm
+            comp = stack.max(0)
+            imgs.append(comp - np.median(comp))
+            views.append(v)
+            used.append(len(ks))
+        info = {"kind": "cine-opacified-composite", "frames_per_view": used}
+    images = torch.from_numpy(np.stack(imgs).astype(np.float32))
+    return Targets(views, images, info)
+
+
+def frame_targets(study: Study, keep: float = 0.3) -> Targets:
+    """Every frame as its own target (background median removed), for the "frames" alternative to
+    the composite: frames whose total line integral is below ``keep`` of the brightest are left out
+    (nothing or little is opacified in them). Each frame's contrast state enters the fit as one
+    scale factor (see ``FitConfig.targets``)."""
+    study.validate("reconstruct")
+    d = study.line_integrals()
+    imgs = [im - np.median(im) for im in d]
+    mass = np.array([float(np.clip(im, 0, None).sum()) for im in imgs])
+    k = np.nonzero(mass >= keep * mass.max())[0]
+    return Targets([study.views[study.frames[j].view] for j in k],
+                   torch.from_numpy(np.stack([imgs[j] for j in k]).astype(np.float32)),
+                   {"kind": "all-frames-own-contrast", "n_frames_used": int(len(k)), "frames_keep": keep})
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. initialisation
+# ------------------------------------------------------------------------------------------------
+def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """img [H, W] at continuous (col, row) pixel coordinates [P, 2] (pixel centres at k + 0.5);
+    0 outside."""
+    H, W = img.shape
+    x = uv[:, 0] - 0.5
+    y = uv[:, 1] - 0.5
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    out = np.zeros(len(uv), np.float64)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        out[ok] += w[ok] * img[yi[ok], xi[ok]]
+    return out
+
+
+def backprojection_init(t: Targets, spacing_mm: float = 0.45, hull_frac: float = 0.12,
+                        max_points: int = 40000) -> GaussianField:
+    """Gaussians on the soft visual hull of the targets (see the module docstring)."""
+    imgs = t.images.numpy().astype(np.float64)
+    peaks = np.array([np.percentile(im, 99.9) for im in imgs])
+    if not (peaks > 0).all():
+        raise ValueError("a target image has no contrast (its 99.9th percentile is <= 0): is the vessel opacified "
+                         "in every view?")
+    # the region every view sees: a cube of the smallest isocentre field of view
+    half = 0.5 * min(min(v.cols * v.pixel_spacing_mm[1], v.rows * v.pixel_spacing_mm[0]) * v.sod_mm / v.sid_mm
+                     for v in t.views)
+    # coarse-to-fine: a 4x coarser pass finds the occupied region, then the fine lattice there
+    lo, hi = np.full(3, -half), np.full(3, half)
+    for h in (4 * spacing_mm, spacing_mm):
+        axes = [np.arange(lo[k], hi[k] + 0.5 * h, h) for k in range(3)]
+        P = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        score = np.full(len(P), np.inf)
+        for im, v, pk in zip(imgs, t.views, peaks):
+            score = np.minimum(score, _bilinear(im, v.project(P)) / pk)
+        keep = score > (hull_frac if h == spacing_mm else 0.5 * hull_frac)
+        if not keep.any():
+            raise ValueError("back-projection found no point seen as vessel by every view; are the views of one "
+                             "vessel and is the geometry (angles, SID, SOD, pixel spacing) right?")
+        if h != spacing_mm:
+            lo = P[keep].min(0) - 2 * h
+            hi = P[keep].max(0) + 2 * h
+    pts = P[keep]
+    if len(pts) > max_points:
+        order = np.argsort(-score[keep])[:max_points]
+        pts = pts[np.sort(order)]
+    # mass seen in the images (pixel area at the isocentre) -> one common peak attenuation
+    mass = np.mean([im.clip(0).sum() * (v.pixel_spacing_mm[0] * v.pixel_spacing_mm[1]) * (v.sod_mm / v.sid_mm) ** 2
+                    for im, v in zip(imgs, t.views)])
+    sigma = 0.5 * spacing_mm
+    a = mass / (len(pts) * TWO_PI_32 * sigma ** 3)
+    n = len(pts)
+    return GaussianField(torch.from_numpy(pts).float(), torch.full((n, 3), sigma), None, torch.full((n,), float(a)))
+
+
+# ------------------------------------------------------------------------------------------------
+# 3-5. optimisation, densify/prune, lumen
+def nuisance_fit(img: torch.Tensor, target: torch.Tensor, scale: bool) -> torch.Tensor:
+    """The rendering plus per-image nuisances fitted by least squares, [T, H, W]: a background
+    plane a + b·x + c·y (the subtraction residual and any leftover offset), and with ``scale`` a
+    contrast factor s, so the model is s·img + plane. The nuisances are solved with the rendering
+    held fixed (no gradient through them); the gradient reaches the Gaussians through ``img``."""
+    T, H, W = img.shape
+    with torch.no_grad():
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        basis = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1)  # [3, HW]
+        cols = [basis.expand(T, 3, H * W)]
+        if scale:
+            cols.insert(0, img.detach().reshape(T, 1, -1))
+            A = torch.cat(cols, 1).double()  # [T, 4, HW]
+            rhs = target.reshape(T, -1).double()
+        else:
+            A = cols[0].double()
+            rhs = (target - img.detach()).reshape(T, -1).double()
+        G = A @ A.transpose(1, 2) + 1e-9 * torch.eye(A.shape[1], dtype=A.dtype)
+        coef = torch.linalg.solve(G, (A @ rhs[..., None]))[..., 0].float()  # [T, k]
+        plane = (coef[:, -3:] @ basis).reshape(T, H, W)
+        s = coef[:, 0].clamp(0.0, 4.0) if scale else torch.ones(T)
+    return s[:, None, None] * img + plane
+
+
+
+# ------------------------------------------------------------------------------------------------
+def gaussian_mass(f: GaussianField) -> torch.Tensor:  # [N]: ∫ a G dV (mm⁻¹ · mm³)
+    return f.attenuation * TWO_PI_32 * f.scales.prod(-1)
+
+
+def lumen_level(vol: torch.Tensor) -> float:
+    """μ_c, the attenuation of the filled lumen: the mass-weighted median of the field's density
+    (half of the field's integral sits at densities below it).
+
+    For an ideally filled lumen (one plateau) this is the plateau value exactly; for a blurred one
+    it is the typical density inside. (A self-consistent "mass = μ_c × volume above μ_c/2" level
+    was tried first: it has no fixed point when the cross-section is not flat-topped, which is
+    the rule with 2 views.)"""
+    v = vol.detach().flatten()
+    v = v[v > 0].double()
+    if v.numel() == 0:
+        return 1.0
+    v, _ = torch.sort(v)
+    c = torch.cumsum(v, 0)
+    return float(v[int(torch.searchsorted(c, 0.5 * c[-1]))])
+
+
+def _grid_around(f: GaussianField, spacing: float, margin: float) -> VoxelGrid:
+    return VoxelGrid.around(f.means, spacing, margin)
+
+
+def _make_opt(f: GaussianField, c: FitConfig) -> torch.optim.Adam:
+    return torch.optim.Adam([
+        {"params": [f.means], "lr": c.lr_means},
+        {"params": [f.log_scales], "lr": c.lr_scales},
+        {"params": [f.quats], "lr": c.lr_quats},
+        {"params": [f.raw_atten], "lr": c.lr_atten},
+    ], eps=1e-15)
+
+
+def _rebuild(f: GaussianField, means, scales, quats, atten) -> GaussianField:
+    return GaussianField(means.detach(), scales.detach(), quats.detach(), atten.detach().clamp_min(1e-8))
+
+
+def densify_prune(f: GaussianField, c: FitConfig) -> tuple[GaussianField, dict]:
+    """Integral-preserving split of large Gaussians and prune of negligible ones."""
+    with torch.no_grad():
+        means, scales, quats, atten = f.means, f.scales, f.quats, f.attenuation
+        mass = gaussian_mass(f)
+        total = mass.sum()
+        keep = mass >= c.prune_mass_frac * mass.median()
+        big = keep & (scales.max(-1).values > c.split_scale_mm)
+        room = max(0, c.max_gaussians - int(keep.sum()))
+        bi = torch.nonzero(big).flatten()[:room]
+        small = keep.clone()
+        small[bi] = False
+        from ..field import quat_to_rotmat
+        R = quat_to_rotmat(quats[bi])  # [b, 3, 3], columns = the Gaussian's axes
+        ax = scales[bi].argmax(-1)
+        dirs = R[torch.arange(len(bi)), :, ax]  # [b, 3]
+        smax = scales[bi].gather(1, ax[:, None])  # [b, 1]
+        off = 0.5 * smax * dirs
+        child_scales = scales[bi].clone()
+        child_scales.scatter_(1, ax[:, None], 0.6 * smax)
+        # each child carries half the parent's integral: a' s'_max = a s_max / 2
+        child_atten = atten[bi] * smax[:, 0] / (2 * 0.6 * smax[:, 0])
+        new_means = torch.cat([means[small], means[bi] + off, means[bi] - off])
+        new_scales = torch.cat([scales[small], child_scales, child_scales])
+        new_quats = torch.cat([quats[small], quats[bi], quats[bi]])
+        new_atten = torch.cat([atten[small], child_atten, child_atten])
+        new_mass = new_atten * TWO_PI_32 * new_scales.prod(-1)
+        new_atten = new_atten * (total / new_mass.sum())  # the pruned mass goes back to the rest
+        g = _rebuild(f, new_means, new_scales, new_quats, new_atten)
+    return g, {"split": int(len(bi)), "pruned": int((~keep).sum()), "n": len(g)}
+
+
+@dataclass
+class FitResult:
+    field: GaussianField
+    targets: Targets
+    lumen_level: float  # μ_c (mm⁻¹)
+    occupancy: np.ndarray  # [X, Y, Z] float32 in [0, 1]
+    origin_mm: np.ndarray  # [3] centre of voxel (0, 0, 0)
+    spacing_mm: float
+    history: list[dict]
+    info: dict
+
+
+def _state(f: GaussianField, opt, step: int, history: list, c: FitConfig) -> dict:
+    return {"step": step, "means": f.means.detach(), "log_scales": f.log_scales.detach(), "quats": f.quats.detach(),
+            "raw_atten": f.raw_atten.detach(), "opt": opt.state_dict(), "history": history, "config": asdict(c),
+            "rng": torch.get_rng_state()}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> tuple[GaussianField, dict]:
+    try:
+        st = torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - anything unreadable is reported the same way
+        raise ValueError(f"checkpoint {path} cannot be read ({e}); delete it or rerun without --resume") from e
+    f = GaussianField(st["means"], st["log_scales"].exp(), st["quats"],
+                      torch.nn.functional.softplus(st["raw_atten"]))
+    with torch.no_grad():  # bit-exact, not through the exp/log and softplus round trips
+        f.log_scales.copy_(st["log_scales"])
+        f.raw_atten.copy_(st["raw_atten"])
+    return f, st
+
+
+def fit_study(study: Study, config: FitConfig | None = None, checkpoint: str | Path | None = None,
+              resume: bool = False, progress: bool = True, stop_after: int | None = None) -> FitResult:
+    """Fit Gaussians to a study; see the module docstring.
+
+    ``checkpoint``: file to save to every ``config.checkpoint_every`` steps; with ``resume`` the fit
+    restarts from it when it exists. ``stop_after``: stop (without the lumen) after that many steps
+    in this call, for tests of the resume path; returns None then.
+
+    Threads: one step is a few ms of many small torch ops around the rasterizer, and an OpenMP
+    barrier per op costs more than the work when a core is shared: on the 2-core CI machine with
+    one other busy process, 40 steps of the biplane 50 % preset took 0.88 s on 1 thread and 13.6 s
+    on 2. So ``config.threads`` defaults to 1; the previous setting is restored afterwards.
+    """
+    c = config or FitConfig()
+    c.validate()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, c.threads))
+    try:
+        return _fit(study, c, checkpoint, resume, progress, stop_after)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, stop_after: int | None
+         ) -> FitResult | None:
+    torch.manual_seed(c.seed)
+    t0 = time.perf_counter()
+    tg = targets_from_study(study, c.rot_keep)
+    init_tg = tg
+    if c.targets == "frames" and study.mode != "rotational":
+        tg = frame_targets(study, c.frames_keep)
+    V = len(tg.views)
+    H, W = tg.images.shape[1:]
+    packed = pack_views(tg.views)
+    per_target = (tg.images ** 2).sum((1, 2)).clamp_min(1e-12)  # [T]
+    norm = per_target.sum()  # data term = relative squared error
+    batch = V > c.frames_batch and (c.targets == "frames" or study.mode == "rotational")
+    ckpt = Path(checkpoint) if checkpoint else None
+    history: list[dict] = []
+    start = 0
+    if resume and ckpt is not None and ckpt.exists():
+        f, st = load_checkpoint(ckpt)
+        opt = _make_opt(f, c)
+        opt.load_state_dict(st["opt"])
+        start, history = st["step"], st["history"]
+        torch.set_rng_state(st["rng"])
+    else:
+        f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians)
+        opt = _make_opt(f, c)
+    n_init = len(f) if start == 0 else None
+    t_init = time.perf_counter() - t0
+    bar = tqdm(range(start, c.iters), desc="fit Gaussians", unit="step", disable=not progress,
+               initial=start, total=c.iters)
+    steps_here = 0
+    for it in bar:
+        if c.densify_every and it > 0 and it % c.densify_every == 0 and it <= c.densify_until:
+            f, dinfo = densify_prune(f, c)
+            opt = _make_opt(f, c)
+            history.append({"step": it, "densify": dinfo})
+        opt.zero_grad(set_to_none=True)
+        _, prec = f.covar_and_precision()
+        atten = f.attenuation
+        if batch:  # a random subset of frames; each frame's contrast state = one least-squares scale
+            sel = torch.randperm(V)[:c.frames_batch]
+            pk, tgt = packed[sel], tg.images[sel]
+            params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
+            img = rasterize(pk, params, atten.expand(len(sel), -1), rects, W, H)
+            data = ((nuisance_fit(img, tgt, True) - tgt) ** 2).sum() / per_target[sel].sum()
+        else:
+            params, rects = project_gaussians(packed, f.means, prec, W, H, 5.0)
+            img = rasterize(packed, params, atten.expand(V, -1), rects, W, H)
+            data = ((nuisance_fit(img, tg.images, False) - tg.images) ** 2).sum() / norm
+        loss = data
+        s = f.scales
+        reg_s = (torch.relu(s - c.max_scale_mm) + torch.relu(c.min_scale_mm - s)).pow(2).sum(-1).mean()
+        loss = loss + c.scale_weight * reg_s
+        reg_b = torch.zeros(())
+        if c.binary_weight > 0:
+            grid = _grid_around(f, c.binary_grid_mm, 1.0)
+            cov, prec2 = f.covar_and_precision()
+            vol = voxelize(f.means, prec2, cov, atten, grid, 4.0)
+            mu_c = lumen_level(vol)
+            w = vol / mu_c
+            support = max(1, int((w.detach() > 0.05).sum()))
+            reg_b = (torch.relu(w) * torch.relu(1.0 - w)).sum() / support
+            loss = loss + c.binary_weight * reg_b
+        loss.backward()
+        opt.step()
+        steps_here += 1
+        if it % 10 == 0 or it == c.iters - 1:
+            history.append({"step": it, "data": float(data.detach()), "scale": float(reg_s.detach()),
+                            "binary": float(reg_b.detach()), "n": len(f)})
+            bar.set_postfix(data=f"{float(data.detach()):.2e}", n=len(f))
+        done = it + 1
+        if ckpt is not None and (done % c.checkpoint_every == 0 or done == c.iters):
+            save_checkpoint(ckpt, _state(f, opt, done, history, c))
+        if stop_after is not None and steps_here >= stop_after:
+            bar.close()
+            return None
+    bar.close()
+    t_fit = time.perf_counter() - t0 - t_init
+    occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)
+    with torch.no_grad():  # misfit against the composite targets (what the report shows), in both modes
+        _, prec = f.covar_and_precision()
+        pk = pack_views(init_tg.views)
+        params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
+        img = nuisance_fit(rasterize(pk, params, f.attenuation.expand(len(init_tg.views), -1), rects, W, H),
+                           init_tg.images, c.targets == "frames" or study.mode == "rotational")
+        rel = float(((img - init_tg.images) ** 2).sum().sqrt() / (init_tg.images ** 2).sum().sqrt())
+    info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "n_gaussians": len(f), "n_init": n_init,
+            "seconds_init": t_init, "seconds_fit": t_fit, "steps": c.iters, "data_rel_l2": rel,
+            "lumen_level_per_mm": mu_c, "config": asdict(c)}
+    return FitResult(f, init_tg, mu_c, occ, origin, c.lumen_mm, history, info)
+
+
+def lumen_threshold(vol: torch.Tensor, voxel_mm3: float) -> tuple[float, float]:
+    """(μ_c, τ): the lumen level (``lumen_level``) and the density threshold τ whose superlevel set
+    {μ > τ} has the volume the field's integral implies, ∫μ / μ_c ("integral-preserving").
+
+    Both ∫μ and μ_c scale with the contrast, so the lumen volume does not depend on how well the
+    composite captured the peak opacification; and where the field's edge is blurred, τ sits where
+    the blur puts as much mass outside the surface as it takes from inside. For an ideal plateau
+    τ falls anywhere in (0, μ_c]; ``lumen_occupancy`` then uses μ_c/2."""
+    mu_c = lumen_level(vol)
+    v = vol.detach().flatten().double()
+    target = float(v.sum()) / mu_c  # voxels
+    n = int(round(target))
+    vs, _ = torch.sort(v, descending=True)
+    if n <= 0 or n >= v.numel():
+        return mu_c, 0.5 * mu_c
+    tau = float(vs[n])
+    if not 0.2 * mu_c <= tau <= 0.8 * mu_c:  # a field far from a filled lumen: fall back to the half level
+        tau = 0.5 * mu_c
+    return mu_c, tau
+
+
+def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float = 1.0, rule: str = "mass"
+                    ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Voxelize the field; occupancy = clip(μ / 2τ, 0, 1) so that its 0.5 level is the
+    integral-preserving threshold τ (``lumen_threshold``). Returns (occupancy [X, Y, Z] in [0, 1],
+    origin_mm [3], μ_c)."""
+    with torch.no_grad():
+        grid = _grid_around(f, spacing_mm, margin_mm)
+        cov, prec = f.covar_and_precision()
+        vol = voxelize(f.means, prec, cov, f.attenuation, grid, 5.0)
+        mu_c, tau = lumen_threshold(vol, spacing_mm ** 3)
+        if rule == "half":
+            tau = 0.5 * mu_c
+        occ = (vol / (2.0 * tau)).clamp(0, 1).numpy().astype(np.float32)
+    return keep_main_lumen(occ), np.array(grid.origin_mm), mu_c
+
+
+def keep_main_lumen(occ: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
+    """Zero the faint clutter a sparse-view fit leaves beside the vessel: keep the connected
+    components (26-connectivity) of occ > 0.5 that hold at least ``min_fraction`` of the largest one's
+    volume, with a 2-voxel margin so the partial-volume ramp at their walls survives."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(occ > 0.5, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return occ
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = sizes >= min_fraction * sizes.max()
+    mask = ndi.binary_dilation(keep[lab], structure=np.ones((3, 3, 3), bool), iterations=2)
+    return np.where(mask, occ, 0.0).astype(np.float32)
