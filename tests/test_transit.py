@@ -1,0 +1,98 @@
+"""Flow rate from bolus transit: the fit recovers a known Q from model curves and from projections of
+an exactly advected bolus in a Poiseuille tube; lesion cropping; bad input."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pinngs.flow.transit import (Curves, fit_transit, section_areas, section_mean, time_intensity_curves,
+                                 upstream_of_lesions)
+from pinngs.geometry import CArmView
+from pinngs.io.study import Frame, Study
+from pinngs.simulate.projector import project_volume
+from pinngs.simulate.transport import gamma_variate
+
+BOLUS = dict(t0_s=0.1, alpha=3.0, beta_s=0.2)
+
+
+def model_curves(q, area=7.0, n=40, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    s = np.linspace(1.0, 38.0, n)
+    t = np.arange(30) / 15.0
+    vals = []
+    for si in s:
+        g = section_mean(t, area * si / (2 * q), (BOLUS["t0_s"], BOLUS["alpha"], BOLUS["beta_s"]))
+        vals.append(3.0 * g + 0.1 + noise * rng.standard_normal(len(t)))
+    return Curves(np.zeros(n, int), area * s, s, np.zeros(n, int), [t] * n, vals, [-1], [area * 40.0])
+
+
+@pytest.mark.parametrize("q", [500.0, 1500.0])
+def test_fit_recovers_q_and_bolus_from_model_curves(q):
+    f = fit_transit(model_curves(q, noise=0.02))
+    assert f.q_mm3_s[0] == pytest.approx(q, rel=0.03)
+    assert f.bolus["t0_s"] == pytest.approx(0.1, abs=0.02)
+    assert f.rel_residual < 0.1
+
+
+def test_upstream_of_lesions_drops_the_lesion_and_downstream():
+    c = model_curves(1000.0)
+    les = [dict(branch=0, arc_from_inlet_mm=20.0, arc_in_branch_mm=20.0, start_arc_mm=17.0)]
+    up = upstream_of_lesions(c, les, margin_mm=1.0)
+    assert up.arc_mm.max() < 16.0 and len(up.values) == int((c.arc_mm < 16.0).sum())
+    assert upstream_of_lesions(c, []) is c
+    with pytest.raises(ValueError, match="too short"):
+        upstream_of_lesions(c, [dict(branch=0, arc_from_inlet_mm=2.0, arc_in_branch_mm=2.0, start_arc_mm=1.5)])
+
+
+def test_fit_rejects_bad_input():
+    c = model_curves(1000.0)
+    with pytest.raises(ValueError, match="model"):
+        fit_transit(c, model="turbulent")
+    few = Curves(c.branch[:2], c.volume_mm3[:2], c.arc_mm[:2], c.view[:2], c.t_s[:2], c.values[:2], [-1], [1.0])
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_transit(few)
+
+
+@pytest.fixture(scope="module")
+def tube_study():
+    """A Poiseuille tube (R 1.5 mm, Q 1000 mm³/s) along a tilted axis, contrast advected exactly
+    (c = c_in(t - z/u(r))), projected by the simulator's ray marcher in two views, no noise."""
+    R, q, L = 1.5, 1000.0, 30.0
+    h = 0.15
+    axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
+    start = -0.5 * L * axis
+    lo = np.minimum(start, -start) - R - 0.5
+    hi = np.maximum(start, -start) + R + 0.5
+    shape = tuple(np.ceil((hi - lo) / h).astype(int) + 1)
+    X = np.stack(np.meshgrid(*[lo[k] + h * np.arange(shape[k]) for k in range(3)], indexing="ij"), -1)
+    v = X - start
+    z = v @ axis
+    r = np.linalg.norm(v - z[..., None] * axis, axis=-1)
+    inside = (r < R) & (z > 0) & (z < L)
+    u = 2 * q / (math.pi * R ** 2) * (1 - (r / R) ** 2)
+    tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
+    views = [CArmView(a, b, rows=160, cols=160, pixel_spacing_mm=(0.4, 0.4)) for a, b in ((-30, 10), (60, -5))]
+    frames = []
+    for t in np.arange(24) / 15.0:
+        mu = (0.06 * gamma_variate(t - tau, **BOLUS)).astype(np.float32)
+        for vi, img in enumerate(project_volume(mu, lo, h, views)):
+            frames.append(Frame(img.astype(np.float32), vi, float(t)))
+    cl = np.column_stack([start + np.linspace(0, L, 301)[:, None] * axis, np.full(301, R)])
+    occ = inside.astype(np.float32)
+    return Study(views, frames), cl, occ, lo, h, q
+
+
+def test_transit_q_from_projections_of_an_advected_bolus(tube_study):
+    study, cl, occ, lo, h, q = tube_study
+    areas = section_areas([cl], occ, lo, h)
+    inner = slice(20, -20)
+    assert np.mean(areas[0][inner]) == pytest.approx(math.pi * 1.5 ** 2, rel=0.03)
+    curves = time_intensity_curves(study, [cl], areas_mm2=areas)
+    assert set(curves.view.tolist()) == {0, 1} and len(curves.values) > 50
+    f = fit_transit(curves)
+    assert f.q_mm3_s[0] == pytest.approx(q, rel=0.02)  # measured 999.5
+    assert f.rel_residual < 0.03  # measured 0.009
+    # the plug model ignores the laminar dispersion and is measurably biased on the same data (-6 %)
+    assert fit_transit(curves, model="plug").q_mm3_s[0] < 0.97 * q
