@@ -92,3 +92,25 @@ def test_cli_simulate_errors(tmp_path, capsys):
     assert main(["simulate", "--list"]) == 0
     assert "stenosis70-4view" in capsys.readouterr().out
     assert not (tmp_path / "x").exists()
+
+
+def test_flow_grid_arrival_is_the_projected_one():
+    """The stored truth arrival times are the lumen-grid ones (what the projector used) at the
+    coincident nodes of the coarser flow grid; non-fluid nodes are inf; grids must nest."""
+    from pinngs.simulate.pipeline import flow_grid_arrival
+
+    lshape, fshape = (9, 7, 5), (5, 4, 3)
+    rng = np.random.default_rng(0)
+    occ = rng.random(lshape) > 0.3
+    idx = np.nonzero(occ)
+    tau = rng.random(len(idx[0])).astype(np.float32)
+    vel = np.ones(fshape + (3,), np.float32)
+    vel[0, 0, 0] = 0.0  # not fluid
+    out = flow_grid_arrival(tau, idx, lshape, 0.1, np.zeros(3), vel, 0.2, np.zeros(3))
+    full = np.full(lshape, np.inf, np.float32)
+    full[idx] = tau
+    for i, j, k in [(1, 1, 1), (4, 3, 2), (2, 0, 1)]:
+        assert out[i, j, k] == full[2 * i, 2 * j, 2 * k]
+    assert np.isinf(out[0, 0, 0])
+    with pytest.raises(ValueError, match="whole multiple"):
+        flow_grid_arrival(tau, idx, lshape, 0.1, np.zeros(3), vel, 0.25, np.zeros(3))
