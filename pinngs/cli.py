@@ -126,6 +126,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         cfg.iters = args.iters
     if args.checkpoint_every is not None:
         cfg.checkpoint_every = args.checkpoint_every
+    if args.threads is not None:
+        cfg.threads = args.threads
     try:
         cfg.validate()
         s = reconstruct(args.study, args.output, cfg, overwrite=args.overwrite, resume=args.resume)
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.pt")
     r.add_argument("--checkpoint-every", type=int, default=None,
                    help="steps between checkpoints (default: FitConfig.checkpoint_every)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the fit (default: every core; 1 is faster on a busy machine)")
     r.set_defaults(func=cmd_reconstruct)
     e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder")
     e.add_argument("recon", help="a `pinngs reconstruct` output folder")
