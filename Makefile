@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pinngs-installed
 NVCC   ?= $(shell command -v nvcc 2>/dev/null)
 
-.PHONY: setup demo render-demo test test-slow check-cuda bench bench-quick bench-simulate bench-reconstruct clean
+.PHONY: setup demo render-demo test test-slow check-cuda bench bench-quick bench-simulate bench-reconstruct bench-flow clean
 DEMO_PRESET ?= stenosis70-4view
 
 setup: $(STAMP)
@@ -59,6 +59,10 @@ bench-simulate: $(STAMP)
 
 bench-reconstruct: $(STAMP)
 	$(PY) benchmarks/bench_reconstruct.py
+
+# uses the reconstructions bench-reconstruct leaves in benchmarks/.cache (runs them if missing)
+bench-flow: $(STAMP)
+	$(PY) benchmarks/bench_flow.py
 
 clean:
 	rm -rf build *.egg-info pinngs/_C*.so out

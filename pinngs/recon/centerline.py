@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +42,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
+from ..io.atomic import atomic_file
 from .surface import mask_to_mesh, occupancy_fraction
 
 CSV_COLUMNS = ("X", "Y", "Z", "MaximumInscribedSphereRadius")
@@ -431,16 +430,8 @@ def write_centerline_csv(path: str | Path, branches: list[np.ndarray], branch_id
     data = np.concatenate(rows)
     header = ",".join(CSV_COLUMNS + (("BranchId",) if branch_id else ()))
     fmt = ["%.6f"] * 4 + (["%d"] if branch_id else [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            np.savetxt(fh, data, delimiter=",", fmt=fmt, header=header, comments="")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as fh:
+        np.savetxt(fh, data, delimiter=",", fmt=fmt, header=header, comments="")
     return path
 
 

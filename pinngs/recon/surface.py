@@ -10,12 +10,12 @@ the grid the surface is closed there by a flat cap, and the mesh is always water
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import trimesh
+
+from ..io.atomic import atomic_file
 
 # values this close to the iso-level are moved off it: a voxel exactly at the level makes marching
 # cubes put several vertices on its centre, which become non-manifold once merged
@@ -73,17 +73,9 @@ def mask_to_mesh(occ: np.ndarray, origin_mm, spacing_mm, level: float = 0.5) -> 
 
 def _atomic_export(mesh: trimesh.Trimesh, path: str | Path, file_type: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            data = mesh.export(file_type=file_type)
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = mesh.export(file_type=file_type)
+    with atomic_file(path, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
     return path
 
 
