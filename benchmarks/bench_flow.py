@@ -103,7 +103,7 @@ def run_preset(name: str, cache: Path, steps: int) -> dict:
                 ("pinn, true Q", [q_true] + [float("nan")] * (len(br) - 1), True)]
     for label, q, physics in variants:
         t1 = time.perf_counter()
-        d = dom if q is q_est else build_domain(occ, origin, h, br, areas, q)
+        d = dom if q is q_est else dom.with_flows(q)
         res = fit_steady_flow(d, SteadyConfig(steps=steps, physics=physics), progress=False)
         u, _ = res.evaluate(pts)
         u[d.inside(pts) < 0.5] = 0.0

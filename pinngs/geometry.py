@@ -190,3 +190,20 @@ def orbit(n: int, start_deg: float = -60.0, span_deg: float = 120.0, secondary_d
         raise ValueError(f"orbit: n must be >= 1, got {n}")
     step = span_deg / max(n - 1, 1)
     return [CArmView(primary_deg=start_deg + k * step, secondary_deg=secondary_deg, **kwargs) for k in range(n)]
+
+
+def sample_image(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples [P] of a detector image [H, W] at continuous (col, row) coordinates [P, 2], as
+    CArmView.project returns them (pixel (r, c) centred at (c + 0.5, r + 0.5)); 0 outside."""
+    H, W = img.shape
+    x = uv[:, 0] - 0.5
+    y = uv[:, 1] - 0.5
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    out = np.zeros(len(uv), np.float64)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        out[ok] += w[ok] * img[yi[ok], xi[ok]]
+    return out

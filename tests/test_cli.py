@@ -28,3 +28,63 @@ def test_demo_refuses_non_empty_output_and_bad_args(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit):
         main(["demo"])  # argparse: -o is required
+
+
+def test_reconstruct_and_evaluate_bad_input(tmp_path, capsys):
+    """Bad input to `pinngs reconstruct` / `pinngs evaluate`: exit 2, one message, no traceback, and
+    nothing left behind."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    out = tmp_path / "out"
+    # a study that does not exist
+    assert main(["reconstruct", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    assert not out.exists()
+    # a study folder with a broken study.json
+    bad = tmp_path / "bad_study"
+    bad.mkdir()
+    (bad / "study.json").write_text("{not json")
+    assert main(["reconstruct", str(bad), "-o", str(out)]) == 2
+    assert "study.json" in capsys.readouterr().err
+    assert not out.exists()
+    # a non-empty output folder is refused and kept as it was
+    assert main(["reconstruct", str(bad), "-o", str(busy)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    # --resume without a checkpoint; a negative thread count
+    (busy / "keep.txt").write_text("mine")
+    assert main(["reconstruct", str(bad), "-o", str(busy), "--resume"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert main(["reconstruct", str(bad), "-o", str(out), "--threads", "-1"]) == 2
+    assert "threads" in capsys.readouterr().err
+    assert not out.exists()
+    # evaluate: missing folders, and an unreadable lumen.npz
+    res = tmp_path / "metrics.json"
+    assert main(["evaluate", str(busy), "--truth", str(tmp_path / "none"), "-o", str(res)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    for d in (tmp_path / "r", tmp_path / "t"):
+        d.mkdir()
+        for f in ("lumen.npz", "centerline.csv", "summary.json", "truth.json"):
+            (d / f).write_text("garbage")
+    assert main(["evaluate", str(tmp_path / "r"), "--truth", str(tmp_path / "t"), "-o", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable .npz" in err and "Traceback" not in err
+    assert not res.exists()
+
+
+def test_reconstruct_failing_fit_leaves_no_output(tmp_path, capsys):
+    """A study with no contrast fails in the fit: exit 2 and no OUT folder."""
+    import numpy as np
+
+    from pinngs.geometry import CArmView
+    from pinngs.io.study import Frame, Study, save_study
+
+    views = [CArmView(a, 0, rows=32, cols=32, pixel_spacing_mm=(1.0, 1.0)) for a in (0, 90)]
+    frames = [Frame(np.zeros((32, 32), np.float32), v, 0.1 * k) for k in range(3) for v in (0, 1)]
+    save_study(Study(views, frames), tmp_path / "flat")
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "flat"), "-o", str(out), "--iters", "5"]) == 2
+    assert "no contrast" in capsys.readouterr().err
+    assert not out.exists()

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
+from ..geometry import sample_image
 from ..io.study import Study
 from ..recon.centerline import _arc, branch_topology
+from ..simulate.transport import gamma_variate  # c_in(t): the gamma-variate first-pass model
 
 
 @dataclass
@@ -45,16 +47,6 @@ class Curves:
     values: list[np.ndarray]  # M arrays [F_v] strip integrals (line integral · px)
     parents: list[int]  # per branch
     branch_volume_mm3: list[float]  # total volume of each branch
-
-
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    H, W = img.shape
-    x = np.clip(x, 0, W - 1.001)
-    y = np.clip(y, 0, H - 1.001)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    return ((1 - fx) * (1 - fy) * img[y0, x0] + fx * (1 - fy) * img[y0, x0 + 1]
-            + (1 - fx) * fy * img[y0 + 1, x0] + fx * fy * img[y0 + 1, x0 + 1])
 
 
 def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacing_mm: float) -> list[np.ndarray]:
@@ -165,7 +157,8 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
             perp = np.cross(tan, ray)
             perp /= np.maximum(np.linalg.norm(perp, axis=1, keepdims=True), 1e-12)
             r_px = np.linalg.norm(view.project(pts + rad[:, None] * perp) - uv, axis=1)
-            for k in np.nonzero(keep & (side >= min_foreshortening))[0]:
+            seen = np.isfinite(uv).all(1) & np.isfinite(uv2).all(1) & np.isfinite(r_px)  # NaN: behind the source
+            for k in np.nonzero(keep & seen & (side >= min_foreshortening))[0]:
                 w = strip_radii * r_px[k] + 1.5
                 # overlap: another part of the centerline projects into this strip
                 d_img = np.abs((uv_all - uv[k]) @ np.array([-n2[k, 1], n2[k, 0]]))  # along the vessel
@@ -184,7 +177,8 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
                 if xs.min() < 0 or ys.min() < 0 or xs.max() > view.cols - 1 or ys.max() > view.rows - 1:
                     continue
                 inner, lo_b, hi_b = np.abs(offs) <= w, offs < -w, offs > w
-                prof = np.stack([_bilinear(img, xs, ys) for img in stack])  # [F, S]
+                uv_s = np.column_stack([xs, ys])
+                prof = np.stack([sample_image(img, uv_s) for img in stack])  # [F, S]
                 bl, bh = prof[:, lo_b].mean(1), prof[:, hi_b].mean(1)
                 base = bl[:, None] + (bh - bl)[:, None] * (offs[inner] + w) / (2 * w)
                 vals = (prof[:, inner] - base).sum(1) * 0.5
@@ -200,13 +194,6 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
     bvol = [float(s[4][-1]) if s is not None else 0.0 for s in samples]
     return Curves(np.array(rows["branch"]), np.array(rows["volume"]), np.array(rows["arc"]), np.array(rows["view"]),
                   rows["t"], rows["values"], parents, bvol)
-
-
-def gamma_variate(t, t0, alpha, beta):
-    x = np.where(t > t0, (t - t0) / (alpha * beta), 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        c = np.where(t > t0, x ** alpha * np.exp(alpha * (1.0 - x)), 0.0)
-    return np.nan_to_num(c)
 
 
 _W = (np.arange(64) + 0.5) / 64  # midpoint nodes of ∫₀¹ dw

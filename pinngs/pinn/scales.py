@@ -13,13 +13,13 @@ and for a pulsatile flow of angular frequency ω the Womersley number is α = L 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-RHO_BLOOD_G_MM3 = 1.06e-3  # g/mm³
-MU_BLOOD_PA_S = 3.5e-3  # Pa·s = g/(mm·s)
+from ..simulate.cfd import MU_BLOOD as MU_BLOOD_PA_S  # Pa·s = g/(mm·s)
+from ..simulate.cfd import RHO_BLOOD as RHO_BLOOD_G_MM3  # g/mm³
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class Scales:
     mu_pa_s: float = MU_BLOOD_PA_S
     diffusivity_mm2_s: float = 0.0  # D of the transport equation (numerical; reported)
     omega_rad_s: float | None = None  # pulsation, for the Womersley number
-    _check: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("length_mm", "velocity_mm_s", "time_s", "rho_g_mm3", "mu_pa_s"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -62,10 +62,33 @@ class Domain:
     origin_mm: np.ndarray
     spacing_mm: float
 
+    def with_flows(self, q_mm3_s: list[float]) -> "Domain":
+        """The same geometry with other flow rates per branch (NaN daughters: Murray split)."""
+        if len(q_mm3_s) != len(self.branches):
+            raise ValueError("with_flows: one flow rate per branch")
+        return replace(self, q_mm3_s=branch_flows(q_mm3_s, self.parents, self.areas_mm2))
+
     def inside(self, pts_mm: np.ndarray) -> np.ndarray:
         """Lumen fraction [N] at world points (trilinear)."""
         ijk = (np.asarray(pts_mm, float) - self.origin_mm) / self.spacing_mm
         return map_coordinates(self.occ, ijk.T, order=1, mode="constant", cval=0.0)
+
+
+def branch_flows(q_mm3_s: list[float], parents: list[int], areas_mm2: list[np.ndarray]) -> list[float]:
+    """Flow rate per branch: the given ones, and for daughters without one (NaN or <= 0) the rest of
+    their parent's split by Murray's law (r³ with r = sqrt(median area / π))."""
+    q = [float(v) for v in q_mm3_s]
+    if not math.isfinite(q[0]) or q[0] <= 0:
+        raise ValueError(f"build_domain: the inlet branch needs a positive flow rate, got {q[0]}")
+    for b in range(len(q)):
+        kids = [j for j, p in enumerate(parents) if p == b]
+        missing = [j for j in kids if not (math.isfinite(q[j]) and q[j] > 0)]
+        if missing:
+            rest = q[b] - sum(q[j] for j in kids if j not in missing)
+            r3 = np.array([np.median(areas_mm2[j]) ** 1.5 for j in missing])
+            for j, w in zip(missing, r3 / r3.sum()):
+                q[j] = max(rest, 0.05 * q[b]) * float(w)
+    return q
 
 
 def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[np.ndarray],
@@ -83,17 +106,7 @@ def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[n
     if len(branches) != len(areas_mm2) or len(branches) != len(q_mm3_s):
         raise ValueError("build_domain: branches, areas_mm2 and q_mm3_s must have one entry per branch")
     parents, _ = branch_topology(branches)
-    q = [float(v) for v in q_mm3_s]
-    if not math.isfinite(q[0]) or q[0] <= 0:
-        raise ValueError(f"build_domain: the inlet branch needs a positive flow rate, got {q[0]}")
-    for b in range(len(branches)):  # daughters without a transit estimate: Murray split of the rest
-        kids = [j for j, p in enumerate(parents) if p == b]
-        missing = [j for j in kids if not (math.isfinite(q[j]) and q[j] > 0)]
-        if missing:
-            rest = q[b] - sum(q[j] for j in kids if j not in missing)
-            r3 = np.array([np.median(areas_mm2[j]) ** 1.5 for j in missing])
-            for j, w in zip(missing, r3 / r3.sum()):
-                q[j] = max(rest, 0.05 * q[b]) * float(w)
+    q = branch_flows(q_mm3_s, parents, areas_mm2)
     idx = np.argwhere(occ >= 0.5)
     if len(idx) < 100:
         raise ValueError("build_domain: the lumen has fewer than 100 voxels at occupancy >= 0.5")
@@ -306,9 +319,6 @@ def section_mean_pressure(res: SteadyResult, sec: Section) -> float:
     _, p = res.evaluate(sec.points_mm)
     return float((p * sec.weights_mm2).sum() / sec.weights_mm2.sum())
 
-
-def config_dict(c: SteadyConfig) -> dict:
-    return asdict(c)
 
 
 def dp_work_energy(res: SteadyResult, dom: Domain, sec_a: Section, sec_b: Section,

@@ -37,7 +37,10 @@ from .surface import mask_to_mesh, occupancy_fraction
 def _load_lumen(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    z = np.load(path)
+    try:
+        z = np.load(path)
+    except Exception as e:  # truncated or not an .npz: one clear message, no traceback
+        raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
     for k in ("occupancy", "origin_mm", "spacing_mm"):
         if k not in z:
             raise KeyError(f"{path}: missing array {k!r} (expected occupancy, origin_mm, spacing_mm)")

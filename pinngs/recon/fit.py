@@ -64,7 +64,7 @@ import torch
 from tqdm import tqdm
 
 from ..field import GaussianField
-from ..geometry import CArmView, pack_views
+from ..geometry import CArmView, pack_views, sample_image
 from ..io.study import Study
 from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
 
@@ -182,23 +182,6 @@ def frame_targets(study: Study, keep: float = 0.3) -> Targets:
 # ------------------------------------------------------------------------------------------------
 # 2. initialisation
 # ------------------------------------------------------------------------------------------------
-def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """img [H, W] at continuous (col, row) pixel coordinates [P, 2] (pixel centres at k + 0.5);
-    0 outside."""
-    H, W = img.shape
-    x = uv[:, 0] - 0.5
-    y = uv[:, 1] - 0.5
-    x0 = np.floor(x).astype(np.int64)
-    y0 = np.floor(y).astype(np.int64)
-    fx, fy = x - x0, y - y0
-    out = np.zeros(len(uv), np.float64)
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
-        out[ok] += w[ok] * img[yi[ok], xi[ok]]
-    return out
-
-
 def backprojection_init(t: Targets, spacing_mm: float = 0.45, hull_frac: float = 0.12,
                         max_points: int = 40000) -> GaussianField:
     """Gaussians on the soft visual hull of the targets (see the module docstring)."""
@@ -217,7 +200,7 @@ def backprojection_init(t: Targets, spacing_mm: float = 0.45, hull_frac: float =
         P = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         score = np.full(len(P), np.inf)
         for im, v, pk in zip(imgs, t.views, peaks):
-            score = np.minimum(score, _bilinear(im, v.project(P)) / pk)
+            score = np.minimum(score, sample_image(im, v.project(P)) / pk)
         keep = score > (hull_frac if h == spacing_mm else 0.5 * hull_frac)
         if not keep.any():
             raise ValueError("back-projection found no point seen as vessel by every view; are the views of one "

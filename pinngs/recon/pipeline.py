@@ -196,9 +196,17 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
         study = load_any_study(study_path)
     except StudyError as e:
         raise ReconstructError(str(e)) from None
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or FitConfig()
-    res = fit_study(study, cfg, checkpoint=ckpt, resume=resume, progress=progress, stop_after=stop_after)
+    try:
+        res = fit_study(study, cfg, checkpoint=ckpt, resume=resume, progress=progress, stop_after=stop_after)
+    except BaseException:
+        # a run that fails before its first checkpoint leaves nothing behind; one with a checkpoint
+        # keeps it for --resume
+        if created and not ckpt.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if res is None:
         return None
     tmp = out / ".writing"
