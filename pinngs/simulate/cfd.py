@@ -194,6 +194,20 @@ def _axial_nodes(z_mm: np.ndarray, radius_mm: np.ndarray, n: int, gamma: float) 
     return z
 
 
+def probe_matrix(basis, x: np.ndarray, cells: np.ndarray, ref: np.ndarray | None = None) -> sp.csr_matrix:
+    """Matrix mapping a basis' DOFs to its values at points x [dim, N] lying in the given cells [N]
+    (component-major rows for vector bases). Like skfem's ``CellBasis.probes`` with the cells known.
+    ``ref`` [dim, N]: reference-cell coordinates, if the caller has them (else the mapping's inverse)."""
+    mapping = basis.mapping
+    pts = mapping.invF(x[:, :, None], tind=cells) if ref is None else ref[:, :, None]
+    phis = np.array([basis.elem.gbasis(mapping, pts, k, tind=cells)[0] for k in range(basis.Nbfun)])
+    comp = int(np.prod(basis._base_tensor_order))
+    npt = x.shape[1]
+    rows = np.tile(np.arange(comp * npt), basis.Nbfun)
+    cols = basis.element_dofs[:, np.tile(cells, comp)].flatten()
+    return sp.coo_matrix((phis.flatten(), (rows, cols)), shape=(comp * npt, basis.N)).tocsr()
+
+
 @dataclass
 class AxiFlow:
     """Steady axisymmetric flow on a body-fitted P2-P1 mesh (coordinates x[0] = z, x[1] = r)."""
@@ -263,16 +277,7 @@ class AxiFlow:
         return best
 
     def _probe(self, basis, z, r, cells):
-        """Matrix mapping DOFs to values at the points (component-major for vector bases)."""
-        x = np.stack([z, r])
-        mapping = basis.mapping
-        pts = mapping.invF(x[:, :, None], tind=cells)
-        phis = np.array([basis.elem.gbasis(mapping, pts, k, tind=cells)[0] for k in range(basis.Nbfun)])
-        comp = int(np.prod(basis._base_tensor_order))
-        npt = x.shape[1]
-        rows = np.tile(np.arange(comp * npt), basis.Nbfun)
-        cols = basis.element_dofs[:, np.tile(cells, comp)].flatten()
-        return sp.coo_matrix((phis.flatten(), (rows, cols)), shape=(comp * npt, basis.N)).tocsr()
+        return probe_matrix(basis, np.stack([z, r]), cells)
 
     # -- evaluation -------------------------------------------------------------------------
     def sample(self, r_mm, z_mm):

@@ -4,11 +4,14 @@ Two models, and every study says which one it used (truth.json "flow_model"):
   * "axisymmetric-fem": straight phantoms with r = R(z) (tube, axisymmetric stenosis): the steady
     Navier-Stokes solution of ``cfd.solve_axisymmetric`` (scikit-fem, Taylor-Hood P2-P1), sampled at
     the voxel centres through r = distance to the axis, z = position along it.
-  * "centerline-poiseuille": everything else (eccentric stenosis, bifurcation, curved and real
-    vessels): at each voxel the Poiseuille profile of the nearest centerline segment, along its
-    tangent, with the branch flow split by Murray's law (Q ∝ r³) and the pressure integrated along
-    the centerline (dp/ds = -8μQ/(πR⁴)). It is an approximation, not CFD: it has no inertial losses,
-    no secondary flow and no separation. 3D tetrahedral scikit-fem for these is future work.
+  * "tet-fem": any other phantom (eccentric stenosis, bifurcation): steady Navier-Stokes on curved
+    quadratic tetrahedra (``cfd3d.solve_tet``: gmsh mesh, scikit-fem Taylor-Hood P2-P1), sampled at
+    the voxel centres. The lumen's rounded end caps beyond the flat inlet/outlet caps of the CFD
+    domain take the centerline-Poiseuille velocity and the pressure of the nearest sampled voxel.
+  * "centerline-poiseuille": the cheap approximation (curved and real vessels by default): at each
+    voxel the Poiseuille profile of the nearest centerline segment, along its tangent, with the
+    branch flow split by Murray's law (Q ∝ r³) and the pressure integrated along the centerline
+    (dp/ds = -8μQ/(πR⁴)). It is not CFD: no inertial losses, no secondary flow, no separation.
 """
 from __future__ import annotations
 
@@ -135,3 +138,31 @@ def axisymmetric_fem(ph: Phantom, origin, h: float, shape, q_mm3_s: float, resol
     dp = flow.dp_between(float(z_prof[0]), float(z_prof[-1]))
     return FlowTruth(vel, p, q_mm3_s, float(dp), "axisymmetric-fem",
                      {"n_axial": int(round(resolution * max(120, 3 * L))), "n_radial": int(round(resolution * 16))})
+
+
+def tet_fem(ph: Phantom, origin, h: float, shape, q_mm3_s: float, n_per_radius: float = 2.0) -> FlowTruth:
+    """Steady NS on tetrahedra (``cfd3d.solve_tet``) for any phantom, sampled on the grid."""
+    from scipy.ndimage import distance_transform_edt
+
+    from .cfd3d import solve_tet
+
+    flow = solve_tet(ph, q_mm3_s, n_per_radius=n_per_radius)
+    base = centerline_poiseuille(ph, origin, h, shape, q_mm3_s)
+    inside = ~np.isnan(base.p)
+    idx = np.argwhere(inside)
+    vel_s, p_s = flow.sample(origin + h * idx)
+    ok = np.isfinite(p_s)
+    vel = base.vel.copy()
+    p = np.full(shape, np.nan, np.float32)
+    vel[tuple(idx[ok].T)] = vel_s[ok]
+    p[tuple(idx[ok].T)] = p_s[ok]
+    # voxels of the lumen outside the CFD domain (rounded end caps): pressure of the nearest CFD voxel
+    have = np.zeros(shape, bool)
+    have[tuple(idx[ok].T)] = True
+    _, near = distance_transform_edt(~have, return_indices=True)
+    miss = idx[~ok]
+    p[tuple(miss.T)] = p[tuple(near[:, miss[:, 0], miss[:, 1], miss[:, 2]])]
+    info = {k: v for k, v in flow.info.items() if k not in ("facets", "curved_cells")}
+    info.update(outlet_flows_mm3_s=flow.outlet_flows_mm3_s, voxels_outside_cfd=int((~ok).sum()),
+                voxels_in_lumen=int(len(idx)))
+    return FlowTruth(vel, p, q_mm3_s, float(flow.dp_pa), "tet-fem", info)

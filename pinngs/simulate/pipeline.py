@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..geometry import CArmView
 from ..io.study import AtomicFolder, Frame, Study, write_study_files
-from .flowfield import FlowTruth, axisymmetric_fem, centerline_poiseuille
+from .flowfield import FlowTruth, axisymmetric_fem, centerline_poiseuille, tet_fem
 from .presets import Preset
 from .transport import concentration, fill_unreached, travel_time
 
@@ -76,6 +76,8 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
     fo, fshape = ph.grid(flow_mm)
     if pre.flow == "fem":
         flow = axisymmetric_fem(ph, fo, flow_mm, fshape, pre.q_mm3_s)
+    elif pre.flow == "tet":
+        flow = tet_fem(ph, fo, flow_mm, fshape, pre.q_mm3_s)
     else:
         flow = centerline_poiseuille(ph, fo, flow_mm, fshape, pre.q_mm3_s)
     steps.update()

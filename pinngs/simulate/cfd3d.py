@@ -1,0 +1,555 @@
+"""Reference 3D steady Navier-Stokes on tetrahedra, for phantoms that are not axisymmetric.
+
+    flow = solve_tet(phantom, q_mm3_s=1000.0)                 # -> TetFlow
+    vel_mm_s, p_pa = flow.sample(points_mm)                   # [N, 3], [N]; NaN outside the mesh
+    flow.dp_pa, flow.outlet_flows_mm3_s, flow.info
+
+Geometry. The lumen of a ``Phantom`` (the union of the tubes swept by spheres of radius r along each
+branch) is built as an OpenCASCADE solid with gmsh: each branch is lofted through circles normal to
+its centerline (``addThruSections``, ruled between sections spaced so that the radius changes by ≤ 2 % and the axis turns by ≤ 8°), each junction gets the sphere of its parent's radius, and the
+pieces are fused. The inlet is the flat cap at the first point of branch 0; every branch end from
+which no other branch starts is a flat outlet cap. Rounded end caps of the voxel lumen lie outside
+the CFD domain (see ``pinngs.simulate.flowfield.tet_fem``).
+
+Mesh. gmsh tetrahedra whose size follows the lumen radius, h = R(x) / ``n_per_radius``, where R
+is the narrowest radius within 6 mm upstream (fine in a stenosis throat and in the jet after it,
+coarser in a wide parent), then made quadratic (``MeshTet2``) with the
+mid-edge nodes of the wall moved onto the exact swept surface, so that the wall is curved and a
+circular section is represented to O(h³) rather than as a polygon.
+
+Flow. Taylor-Hood P2-P1 with scikit-fem, in the units of the whole simulator (mm, s, g → Pa):
+    mu (grad u, grad v) + rho ((u·grad) u, v) - (p, div v) = 0,   (div u, q) = 0,
+fully developed Poiseuille velocity carrying Q at the inlet, no slip at the wall, and the natural
+"do-nothing" condition mu du/dn - p n = 0 at every outlet (all outlets at the same mean pressure,
+~0 Pa; the flow split between daughters is whatever the geometry's resistance gives). Stokes start,
+Picard (Oseen) until the update is below ``newton_switch``, then Newton, solved with SuperLU.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .cfd import MU_BLOOD, RHO_BLOOD, probe_matrix
+from .phantoms import Branch, Phantom
+
+
+JUNCTION_SPHERE = 1.03
+
+# ------------------------------------------------------------------------------------------------
+# geometry
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Cap:
+    """A flat inlet/outlet disc: centre (mm), unit normal pointing out of the lumen, radius (mm)."""
+
+    centre_mm: np.ndarray
+    normal: np.ndarray
+    radius_mm: float
+    branch: int
+
+
+def _tangents(pts: np.ndarray) -> np.ndarray:
+    t = np.gradient(pts, axis=0)
+    return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+
+def _transported_x(tangents: np.ndarray) -> np.ndarray:
+    """A reference direction normal to each tangent, parallel-transported (no twist along the loft)."""
+    t0 = tangents[0]
+    a = np.array([1.0, 0, 0]) if abs(t0[0]) < 0.9 else np.array([0, 1.0, 0])
+    x = np.cross(t0, a)
+    x /= np.linalg.norm(x)
+    out = [x]
+    for t in tangents[1:]:
+        x = x - (x @ t) * t
+        x /= np.linalg.norm(x)
+        out.append(x)
+    return np.array(out)
+
+
+def _sections(b: Branch, max_step_mm: float, tol: float = 0.01, max_turn_deg: float = 8.0) -> np.ndarray:
+    """Indices of the centerline points to loft through: as few as keep the radius within ``tol``
+    (relative) of its linear interpolation between kept sections, the axis turning by at most
+    ``max_turn_deg`` between them, and at most ``max_step_mm`` of arc apart."""
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b.points_mm, axis=0), axis=1))])
+    tan = _tangents(b.points_mm)
+    r = b.radii_mm
+    keep = [0]
+    i = 1
+    while i < len(s):
+        k = keep[-1]
+        j = i
+        # extend the section [k, j] while it stays within tolerance
+        while j + 1 < len(s):
+            c = j + 1
+            lin = r[k] + (r[c] - r[k]) * (s[k:c + 1] - s[k]) / max(s[c] - s[k], 1e-12)
+            if (s[c] - s[k] > max_step_mm or np.max(np.abs(r[k:c + 1] - lin) / r[k:c + 1]) > tol
+                    or tan[c] @ tan[k] < math.cos(math.radians(max_turn_deg))):
+                break
+            j = c
+        keep.append(j)
+        i = j + 1
+    return np.array(keep)
+
+
+def _topology(ph: Phantom) -> tuple[list[np.ndarray], list[Cap]]:
+    """Junction points (where a branch other than 0 starts, with the parent radius there) and caps."""
+    junctions, caps = [], []
+    p0, d0, r0 = ph.inlet
+    caps.append(Cap(p0.astype(float), -d0, r0, 0))
+    starts = [b.points_mm[0] for b in ph.branches]
+    for bi, b in enumerate(ph.branches):
+        end = b.points_mm[-1]
+        if any(np.linalg.norm(end - s) < b.radii_mm[-1] for j, s in enumerate(starts) if j != bi and j != 0):
+            junctions.append((end, float(b.radii_mm[-1])))
+        else:
+            d = b.points_mm[-1] - b.points_mm[-2]
+            caps.append(Cap(end.astype(float), d / np.linalg.norm(d), float(b.radii_mm[-1]), bi))
+    return junctions, caps
+
+
+def build_geometry(ph: Phantom, max_step_mm: float = 10.0):
+    """Create the OCC solid of the lumen in the current gmsh model. Returns the caps."""
+    import gmsh
+
+    occ = gmsh.model.occ
+    solids = []
+    junctions, caps = _topology(ph)
+    for b in ph.branches:
+        keep = _sections(b, max_step_mm)
+        pts, rad = b.points_mm[keep], b.radii_mm[keep]
+        tan = _tangents(b.points_mm)[keep]
+        xs = _transported_x(tan)
+        wires = []
+        for p, r, t, x in zip(pts, rad, tan, xs):
+            c = occ.addCircle(*p.tolist(), float(r), zAxis=t.tolist(), xAxis=x.tolist())
+            wires.append(occ.addCurveLoop([c]))
+        solids.append((3, occ.addThruSections(wires, makeSolid=True, makeRuled=True)[0][1]))
+    for c, r in junctions:
+        # the branch ends there are great circles of a sphere of radius r, a tangency OCC booleans
+        # turn into sliver faces: the junction sphere is 3 % larger (a 0.03 r bulge at the junction)
+        solids.append((3, occ.addSphere(*c.tolist(), JUNCTION_SPHERE * r)))
+    if len(solids) > 1:
+        out, _ = occ.fuse(solids[:1], solids[1:])
+        if len(out) != 1:
+            raise RuntimeError(f"fusing the branches of {ph.name} gave {len(out)} solids, expected 1")
+    occ.synchronize()
+    return caps
+
+
+class _Surface:
+    """Closest point on the phantom's swept surface, for moving wall nodes onto it."""
+
+    def __init__(self, ph: Phantom, step_mm: float = 0.05, wake_mm: float = 6.0):
+        self.segs = []
+        wake = []
+        for b0 in ph.branches:
+            b = b0.resampled(step_mm)
+            self.segs.append((b.points_mm[:-1], b.points_mm[1:], b.radii_mm[:-1], b.radii_mm[1:]))
+            # mesh-size radius: the narrowest radius over the last ``wake_mm`` upstream, so that a
+            # jet leaving a narrowing keeps the throat's resolution for a while
+            r = 0.5 * (b.radii_mm[:-1] + b.radii_mm[1:])
+            n = max(1, int(round(wake_mm / step_mm)))
+            wake.append(np.array([r[max(0, i - n):i + 1].min() for i in range(len(r))]))
+        self.R_size = np.concatenate(wake)
+        from scipy.spatial import cKDTree
+
+        self.mid = np.concatenate([0.5 * (a + c) for a, c, _, _ in self.segs])
+        self.flat = [(a, c, ra, rc) for a0, c0, ra0, rc0 in self.segs for a, c, ra, rc in zip(a0, c0, ra0, rc0)]
+        A = np.concatenate([s[0] for s in self.segs])
+        C = np.concatenate([s[1] for s in self.segs])
+        RA = np.concatenate([s[2] for s in self.segs])
+        RC = np.concatenate([s[3] for s in self.segs])
+        self.A, self.C, self.RA, self.RC = A, C, RA, RC
+        self.tree = cKDTree(self.mid)
+
+    def radius_near(self, x: np.ndarray) -> np.ndarray:
+        """[N] radius of the nearest centerline point (mm)."""
+        _, i = self.tree.query(x)
+        return 0.5 * (self.RA[i] + self.RC[i])
+
+    def size_radius(self, x: np.ndarray) -> np.ndarray:
+        """[N] the radius that sets the mesh size at x (mm): the narrowest within ``wake_mm`` upstream."""
+        _, i = self.tree.query(x)
+        return self.R_size[i]
+
+    def project(self, x: np.ndarray, k: int = 24) -> np.ndarray:
+        """[N, 3] points moved onto the surface of the union of swept spheres (the segment whose
+        surface is farthest out along the point's own direction wins, as for a union)."""
+        _, idx = self.tree.query(x, k=min(k, len(self.mid)))
+        best_sd = np.full(len(x), np.inf)
+        out = x.copy()
+        for j in range(idx.shape[1]):
+            i = idx[:, j]
+            a, c, ra, rc = self.A[i], self.C[i], self.RA[i], self.RC[i]
+            ac = c - a
+            t = np.clip(np.einsum("ij,ij->i", x - a, ac) / np.maximum(np.einsum("ij,ij->i", ac, ac), 1e-12), 0, 1)
+            foot = a + t[:, None] * ac
+            d = np.linalg.norm(x - foot, axis=1)
+            r = ra + t * (rc - ra)
+            sd = d - r
+            better = sd < best_sd
+            best_sd[better] = sd[better]
+            dirn = (x - foot) / np.maximum(d, 1e-12)[:, None]
+            out[better] = (foot + r[:, None] * dirn)[better]
+        return out
+
+
+@dataclass
+class TetMesh:
+    mesh: object  # skfem.MeshTet2 (curved wall)
+    caps: list[Cap]
+    h_mm: dict  # {"n_per_radius", "min", "max"}
+    seconds: float
+
+
+def mesh_lumen(ph: Phantom, n_per_radius: float = 3.0, max_step_mm: float = 10.0, curved: bool = True,
+               optimize: bool = True) -> TetMesh:
+    """Tetrahedral mesh of the phantom's lumen, sized h = R(x)/n_per_radius (see the module doc)."""
+    import gmsh
+    from skfem import MeshTet1, MeshTet2
+
+    if n_per_radius <= 0:
+        raise ValueError(f"n_per_radius must be > 0, got {n_per_radius}")
+    t0 = time.perf_counter()
+    surf = _Surface(ph)
+    own = not gmsh.isInitialized()
+    if own:
+        gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add(f"lumen-{ph.name}")
+        caps = build_geometry(ph, max_step_mm)
+        for k in ("MeshSizeExtendFromBoundary", "MeshSizeFromPoints", "MeshSizeFromCurvature"):
+            gmsh.option.setNumber(f"Mesh.{k}", 0)
+        gmsh.option.setNumber("Mesh.Algorithm3D", 1)  # Delaunay
+        gmsh.model.mesh.setSizeCallback(
+            lambda dim, tag, x, y, z, lc: float(surf.size_radius(np.array([[x, y, z]]))[0] / n_per_radius))
+        gmsh.model.mesh.generate(3)
+        if optimize:
+            gmsh.model.mesh.optimize("Netgen")
+        tags, coords, _ = gmsh.model.mesh.getNodes()
+        etypes, _, enodes = gmsh.model.mesh.getElements(3)
+        gmsh.model.remove()
+    finally:
+        if own:
+            gmsh.finalize()
+    if 4 not in list(etypes):
+        raise RuntimeError(f"gmsh produced no tetrahedra for {ph.name}")
+    conn = np.asarray(enodes[list(etypes).index(4)], dtype=np.int64).reshape(-1, 4)
+    pos = np.full(int(tags.max()) + 1, -1, np.int64)
+    pos[tags.astype(np.int64)] = np.arange(len(tags))
+    p = coords.reshape(-1, 3)
+    used = np.unique(pos[conn])
+    remap = np.full(len(p), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    t = remap[pos[conn]].T
+    p = p[used].T
+    # positive orientation
+    v = np.einsum("ij,ij->j", np.cross(p[:, t[1]] - p[:, t[0]], p[:, t[2]] - p[:, t[0]], axis=0), p[:, t[3]] - p[:, t[0]])
+    t[[1, 2]] = np.where(v < 0, t[[2, 1]], t[[1, 2]])
+    h_min = float(surf.size_radius(p.T).min() / n_per_radius)
+    if np.abs(v).min() < 1e-4 * h_min ** 3:
+        raise RuntimeError(
+            f"gmsh left {(np.abs(v) < 1e-4 * h_min ** 3).sum()} degenerate tetrahedra in the mesh of {ph.name} "
+            f"(n_per_radius={n_per_radius}); try another n_per_radius")
+    m1 = MeshTet1(p, t)
+    m2 = MeshTet2.from_mesh(m1)
+    if curved:
+        cap_facets = _classify_caps(m1, caps)
+        named = np.concatenate([f for f in cap_facets.values()]) if cap_facets else np.zeros(0, int)
+        wall_f = np.setdiff1d(m1.boundary_facets(), named)
+        wall_e = np.unique(m1.f2e[:, wall_f])
+        doflocs = m2.doflocs.copy()
+        ed = m1.nvertices + wall_e  # P2 geometry: vertex nodes, then one node per edge in m1.edges order
+        assert np.allclose(doflocs[:, ed], m1.p[:, m1.edges[:, wall_e]].mean(axis=1))
+        doflocs[:, ed] = surf.project(doflocs[:, ed].T).T
+        m2 = MeshTet2(doflocs=doflocs, t=m1.t)
+    r = surf.size_radius(m1.p.T)
+    return TetMesh(m2, caps, {"n_per_radius": n_per_radius, "min": float(r.min() / n_per_radius),
+                              "max": float(r.max() / n_per_radius)}, time.perf_counter() - t0)
+
+
+def _classify_caps(mesh, caps: list[Cap], tol: float = 1e-6) -> dict[str, np.ndarray]:
+    """Boundary facets lying in each cap's plane and disc: {"inlet": [...], "outlet0": [...], ...}."""
+    bf = mesh.boundary_facets()
+    fp = mesh.p[:, mesh.facets[:, bf]]  # [3, 3 nodes, F]
+    out = {}
+    for k, c in enumerate(caps):
+        off = np.einsum("i,ijk->jk", c.normal, fp - c.centre_mm[:, None, None])
+        rad = np.linalg.norm(fp - c.centre_mm[:, None, None] - off[None] * c.normal[:, None, None], axis=0)
+        ok = np.all(np.abs(off) < tol * max(1.0, c.radius_mm) * 1e3, axis=0) & np.all(rad <= c.radius_mm * 1.001, axis=0)
+        name = "inlet" if k == 0 else f"outlet{k - 1}"
+        out[name] = bf[ok]
+        if not ok.any():
+            raise RuntimeError(f"no mesh facets found on the {name} cap at {c.centre_mm}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# flow
+# ------------------------------------------------------------------------------------------------
+def _forms(rho: float, mu: float):
+    from skfem import BilinearForm, LinearForm
+    from skfem.helpers import ddot, div, dot, grad
+
+    @BilinearForm
+    def viscous(u, v, w):
+        return mu * ddot(grad(u), grad(v))
+
+    @BilinearForm
+    def divergence(u, q, w):
+        return -div(u) * q
+
+    @BilinearForm
+    def convection(u, v, w):  # rho ((w·grad) u)·v
+        return rho * dot(np.einsum("ij...,j...->i...", grad(u), w.wind), v)
+
+    @BilinearForm
+    def reaction(u, v, w):  # rho ((u·grad) w)·v
+        return rho * dot(np.einsum("ij...,j...->i...", grad(w.wind), u), v)
+
+    @LinearForm
+    def newton_rhs(v, w):  # rho ((w·grad) w)·v
+        return rho * dot(np.einsum("ij...,j...->i...", grad(w.wind), w.wind), v)
+
+    return viscous, divergence, convection, reaction, newton_rhs
+
+
+@dataclass
+class TetFlow:
+    """Steady flow on a quadratic tetrahedral mesh: velocity P2 (mm/s), pressure P1 (Pa)."""
+
+    mesh: object
+    basis_u: object
+    basis_p: object
+    u: np.ndarray
+    p: np.ndarray
+    caps: list[Cap]
+    q_mm3_s: float
+    rho: float
+    mu: float
+    info: dict = field(default_factory=dict)
+
+    def _facet_integral(self, name: str, what: str) -> tuple[float, float]:
+        from skfem import FacetBasis, Functional
+        from skfem.helpers import dot
+
+        fb = FacetBasis(self.mesh, self.basis_u.elem, facets=self.info["facets"][name], intorder=4)
+        if what == "flux":
+            val = Functional(lambda w: dot(w.u, w.n)).assemble(fb, u=fb.interpolate(self.u))
+        else:
+            fp = fb.with_element(self.basis_p.elem)
+            val = Functional(lambda w: w.p).assemble(fp, p=fp.interpolate(self.p))
+        area = Functional(lambda w: 1.0 + 0.0 * w.x[0]).assemble(fb)
+        return float(val), float(area)
+
+    def cap_mean_pressure(self, name: str) -> float:
+        """Area-mean pressure (Pa) over a cap ("inlet", "outlet0", ...)."""
+        val, area = self._facet_integral(name, "p")
+        return val / area
+
+    def cap_flux(self, name: str) -> float:
+        """Outward flux (mm³/s) through a cap: negative at the inlet."""
+        return self._facet_integral(name, "flux")[0]
+
+    @property
+    def outlet_names(self) -> list[str]:
+        return [f"outlet{k}" for k in range(len(self.caps) - 1)]
+
+    @property
+    def outlet_flows_mm3_s(self) -> list[float]:
+        return [self.cap_flux(n) for n in self.outlet_names]
+
+    @property
+    def dp_pa(self) -> float:
+        """Inlet minus outlet mean pressure (Pa); the outlet is branch 0's own outlet when it has
+        one, else the first outlet."""
+        names = [n for n, c in zip(self.outlet_names, self.caps[1:]) if c.branch == 0] or self.outlet_names[:1]
+        return self.cap_mean_pressure("inlet") - self.cap_mean_pressure(names[0])
+
+    def sample(self, pts_mm: np.ndarray, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+        """(velocity [N, 3] mm/s, pressure [N] Pa) at points; NaN for points outside the mesh."""
+        pts = np.asarray(pts_mm, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"pts_mm must be [N, 3], got {pts.shape}")
+        vel = np.full((len(pts), 3), np.nan)
+        pr = np.full(len(pts), np.nan)
+        finder = self._finder()
+        for s in range(0, len(pts), chunk):
+            x = pts[s:s + chunk]
+            cells, ref = finder(*x.T)
+            ok = cells >= 0
+            if not ok.any():
+                continue
+            xs, cs = x[ok].T, cells[ok]
+            X = self._curved_ref(xs, cs, ref[ok].T)
+            Pu = probe_matrix(self.basis_u, xs, cs, X)
+            Pp = probe_matrix(self.basis_p, xs, cs, X)
+            n = ok.sum()
+            vu = Pu @ self.u
+            vel[s:s + chunk][ok] = vu.reshape(3, n).T
+            pr[s:s + chunk][ok] = Pp @ self.p
+        return vel, pr
+
+    def _curved_ref(self, x: np.ndarray, cells: np.ndarray, ref: np.ndarray, iters: int = 8) -> np.ndarray:
+        """Reference coordinates [3, N] under the curved (quadratic) map of wall cells, by Newton
+        from the affine guess ``ref``; interior cells are straight and keep ``ref``. A point whose
+        Newton iteration does not settle (far outside its cell) keeps the affine guess."""
+        curved = np.isin(cells, self.info["curved_cells"]) if "curved_cells" in self.info else np.ones(len(cells), bool)
+        if not curved.any():
+            return ref
+        mp = self.basis_u.mapping
+        X = ref[:, curved][:, :, None].copy()
+        xc, tc = x[:, curved][:, :, None], cells[curved]
+        for _ in range(iters):
+            dX = np.einsum("ijkl,jkl->ikl", mp.invDF(X, tc), xc - mp.F(X, tc))
+            X += dX
+        good = np.all(np.isfinite(X[:, :, 0]), axis=0) & (np.abs(dX[:, :, 0]).max(axis=0) < 1e-8)
+        out = ref.copy()
+        idx = np.flatnonzero(curved)
+        out[:, idx[good]] = X[:, good, 0]
+        return out
+
+    def _finder(self):
+        """(cell index [N] (-1 outside), reference coordinates [N, 3]) per point, from the
+        straight-sided (affine) map of each cell. Interior cells are straight, so this is exact
+        there; in a wall cell the curved map differs by O(h²/R) (≈0.02 mm at h = 0.5, R = 1.5),
+        and points between a straight wall facet and the curved wall are evaluated in that cell."""
+        if getattr(self, "_finder_cache", None) is None:
+            from skfem import MeshTet1
+
+            m1 = MeshTet1(self.mesh.p, self.mesh.t)
+            self._finder_cache = _linear_finder(m1)
+        return self._finder_cache
+
+
+def _linear_finder(m1):
+    """Point location on a straight tetrahedral mesh: nearest cell centroids, then barycentric test;
+    a point in no cell but within 0.3 of a boundary cell's size goes to the nearest centroid's cell."""
+    from scipy.spatial import cKDTree
+
+    p, t = m1.p, m1.t
+    cen = p[:, t].mean(axis=1).T
+    tree = cKDTree(cen)
+    T = np.stack([p[:, t[1]] - p[:, t[0]], p[:, t[2]] - p[:, t[0]], p[:, t[3]] - p[:, t[0]]], axis=-1)  # [3, E, 3]
+    Tinv = np.linalg.inv(np.moveaxis(T, 0, 1))  # [E, 3, 3]
+
+    def find(x, y, z, k: int = 16):
+        X = np.stack([x, y, z], 1)
+        d, idx = tree.query(X, k=k)
+        out = np.full(len(X), -1, np.int64)
+        ref = np.zeros((len(X), 3))
+        best = np.full(len(X), -np.inf)
+        for j in range(k):
+            c = idx[:, j]
+            lam = np.einsum("nij,nj->ni", Tinv[c], X - p[:, t[0, c]].T)
+            s = np.minimum(lam.min(axis=1), 1 - lam.sum(axis=1))
+            better = s > best
+            best[better], out[better], ref[better] = s[better], c[better], lam[better]
+        # outside every candidate: accept slightly outside the straight mesh (curved wall), else -1
+        out[best < -0.3] = -1
+        return out, ref
+
+    return find
+
+
+def solve_tet(ph: Phantom, q_mm3_s: float, n_per_radius: float = 3.0, rho: float = RHO_BLOOD, mu: float = MU_BLOOD,
+              tol: float = 1e-7, max_iter: int = 40, newton_switch: float = 0.1, curved: bool = True,
+              mesh: TetMesh | None = None, ramp: tuple[float, ...] | None = None,
+              verbose: bool = False) -> TetFlow:
+    """Steady Navier-Stokes in the phantom's lumen on tetrahedra (see the module doc).
+
+    The flow rate is ramped through ``ramp`` (fractions of Q), each level starting from the last
+    one's solution (Newton from the second level on). The default tries Q at once (at most 12
+    iterations) and falls back to the ramp (0.25, 0.5, 0.75, 1) Q. Raises RuntimeError if the iteration does not
+    converge in ``max_iter`` iterations in all."""
+    from skfem import Basis, ElementTetP1, ElementTetP2, ElementVector, asm, condense, solve
+
+    if q_mm3_s <= 0:
+        raise ValueError(f"q_mm3_s must be > 0, got {q_mm3_s}")
+    t0 = time.perf_counter()
+    tm = mesh or mesh_lumen(ph, n_per_radius=n_per_radius, curved=curved)
+    m = tm.mesh
+    facets = _classify_caps(m, tm.caps)
+    named = np.concatenate(list(facets.values()))
+    facets["wall"] = np.setdiff1d(m.boundary_facets(), named)
+    ub = Basis(m, ElementVector(ElementTetP2()), intorder=4)
+    pb = ub.with_element(ElementTetP1())
+    viscous, divergence, convection, reaction, newton_rhs = _forms(rho, mu)
+    A = asm(viscous, ub)
+    B = asm(divergence, ub, pb)
+    nu, npr = ub.N, pb.N
+
+    inlet = ub.get_dofs(facets["inlet"])
+    wall = ub.get_dofs(facets["wall"])
+    D = np.unique(np.concatenate([inlet.all(), wall.all()]))
+    cin = tm.caps[0]
+    u_bc = np.zeros(nu)
+    for comp in range(3):
+        d = inlet.all(f"u^{comp + 1}")
+        x = ub.doflocs[:, d].T - cin.centre_mm
+        r2 = np.einsum("ij,ij->i", x, x) - (x @ cin.normal) ** 2
+        prof = 2 * q_mm3_s / (math.pi * cin.radius_mm ** 2) * np.clip(1 - r2 / cin.radius_mm ** 2, 0, None)
+        u_bc[d] = -cin.normal[comp] * prof  # the cap normal points out of the lumen
+    u_bc[wall.all()] = 0.0
+    x_bc = np.concatenate([u_bc, np.zeros(npr)])
+
+    def linear_solve(Kuu, rhs_u):
+        K = sp.bmat([[Kuu, B.T], [B, None]], format="csr")
+        return solve(*condense(K, np.concatenate([rhs_u, np.zeros(npr)]), x=x_bc, D=D))
+
+    if ramp is None:  # Newton straight at Q first; if that fails, ramp the flow rate up
+        try:
+            return solve_tet(ph, q_mm3_s, n_per_radius, rho, mu, tol, 12, newton_switch, curved, tm, (1.0,), verbose)
+        except RuntimeError:
+            ramp = (0.25, 0.5, 0.75, 1.0)
+    t_asm = time.perf_counter()
+    x_bc[:] = 0.0
+    x_bc[:nu] = ramp[0] * u_bc
+    x = linear_solve(A, np.zeros(nu))
+    t_stokes = time.perf_counter() - t_asm
+    u = x[:nu]
+    history, converged, it = [], False, 0
+    # continuation in the flow rate: each level starts from the previous level's solution
+    for level, frac in enumerate(ramp):
+        x_bc[:nu] = frac * u_bc
+        last = level == len(ramp) - 1
+        mode, converged = "picard" if level == 0 and len(ramp) > 1 else "newton", False
+        while it < max_iter:
+            it += 1
+            wind = ub.interpolate(u)
+            C = asm(convection, ub, wind=wind)
+            if mode == "newton":
+                x_new = linear_solve(A + C + asm(reaction, ub, wind=wind), asm(newton_rhs, ub, wind=wind))
+            else:
+                x_new = linear_solve(A + C, np.zeros(nu))
+            rel = float(np.linalg.norm(x_new[:nu] - u) / max(np.linalg.norm(x_new[:nu]), 1e-300))
+            history.append((f"{mode}@{frac:g}Q", rel))
+            if verbose:
+                print(f"  iter {it:2d} {mode:6s} Q x {frac:g}: rel update {rel:.3e} "
+                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            x, u = x_new, x_new[:nu]
+            if rel < (tol if last else max(tol, 1e-4)):
+                converged = True
+                break
+            if mode == "picard" and rel < newton_switch:
+                mode = "newton"
+            elif mode == "newton" and len(history) >= 2 and history[-2][0] == history[-1][0] and rel > history[-2][1]:
+                mode = "picard"
+        if not converged:
+            break
+    re_in = 2 * rho * q_mm3_s / (math.pi * cin.radius_mm * mu)
+    if not converged:
+        raise RuntimeError(
+            f"solve_tet did not converge for {ph.name}: relative update {history[-1][1]:.3e} > tol {tol:.1e} after "
+            f"{it} iterations; Re_inlet = {re_in:.1f}; history: " + ", ".join(f"{a}:{b:.1e}" for a, b in history))
+    info = {"iterations": it, "history": history, "n_tets": int(m.t.shape[1]), "n_dofs": int(nu + npr),
+            "seconds": time.perf_counter() - t0, "mesh_seconds": tm.seconds, "stokes_solve_seconds": t_stokes,
+            "re_inlet": re_in, "h_mm": tm.h_mm, "facets": facets, "curved_wall": curved,
+            "curved_cells": np.unique(m.f2t[:, facets["wall"]][0])}
+    return TetFlow(m, ub, pb, x[:nu].copy(), x[nu:].copy(), tm.caps, float(q_mm3_s), rho, mu, info)
