@@ -6,11 +6,15 @@
                                                                Gaussians, lumen, mesh, centerline, grading
     pinngs evaluate OUT --truth DIR                            metrics of a reconstruction against truth
     pinngs demo -o OUT [--views 4] [--size 256]                render the built-in Gaussian scene
+    pinngs watch DIR -o OUT [--budget-s 0.35] [--max-frames N] [--idle-timeout-s S]
+                                                               online fit of frames as they appear in DIR
 
 ``simulate`` writes DIR/study.json + frames/ (a pinngs study folder), DIR/truth/ (lumen, centerline,
 velocity, pressure, arrival times, truth.json with ΔP and flow rate) and DIR/preview.png.
 ``reconstruct`` takes a study folder or DICOM XA (a file or a folder of .dcm) and writes OUT (see
-``pinngs.recon.pipeline``). Later issues add flow and ``watch``.
+``pinngs.recon.pipeline``). ``watch`` feeds frames to ``pinngs.online.OnlineFitter`` as their files
+appear in DIR (a study folder's frames/ listed in study.json, or .dcm files), prints the running
+estimates and writes the outputs of ``reconstruct`` to OUT when it stops.
 """
 from __future__ import annotations
 
@@ -155,6 +159,92 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_watch(args: argparse.Namespace) -> None:
+    import warnings
+
+    from tqdm import tqdm
+
+    from .online import FolderWatcher, OnlineConfig, OnlineFitter, OnlineFrameWarning
+
+    d, out = Path(args.dir), Path(args.output)
+    if not d.is_dir():
+        raise UserError(f"{d} is not a folder to watch (a study folder or a folder receiving .dcm files)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise UserError(f"output folder {out} is not empty; choose another or pass --overwrite")
+    for name in ("budget_s", "poll_s", "idle_timeout_s"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("max_frames", "estimate_every"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(args, name)}")
+    try:
+        cfg = OnlineConfig(latency_budget_s=args.budget_s, threads=args.threads, seed=args.seed)
+        cfg.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    fitter = OnlineFitter(cfg)
+    src = FolderWatcher(d)
+    accepted, last_new = 0, time.monotonic()
+    bar = tqdm(desc="frames", unit="frame", total=args.max_frames or None)
+
+    def flush(caught: list) -> None:  # warnings (skipped frames, files) as one line each, above the bar
+        for w in caught:
+            tqdm.write(f"pinngs: warning: {w.message}", file=sys.stderr)
+        caught.clear()
+
+    stop = "idle"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OnlineFrameWarning)
+        try:
+            while True:
+                new = src.poll()
+                flush(caught)
+                if new:
+                    last_new = time.monotonic()
+                for img, view, t, label in new:
+                    rep = fitter.add_frame(img, view, t)
+                    flush(caught)
+                    if not rep.accepted:
+                        continue
+                    accepted += 1
+                    bar.update(1)
+                    bar.set_postfix(t_s=f"{t:.3f}", ms=f"{1000 * rep.seconds:.0f}", steps=rep.steps,
+                                    gaussians=rep.n_gaussians)
+                    if args.estimate_every and accepted % args.estimate_every == 0 and fitter.field is not None:
+                        tqdm.write(f"[{accepted} frames, t {t:.3f} s] {fitter.estimate().line()}")
+                    if args.max_frames and accepted >= args.max_frames:
+                        break
+                if args.max_frames and accepted >= args.max_frames:
+                    stop = "max-frames"
+                    break
+                if not new and time.monotonic() - last_new > args.idle_timeout_s:
+                    break
+                if not new:
+                    time.sleep(args.poll_s)
+        except KeyboardInterrupt:
+            stop = "interrupted"
+        flush(caught)
+    bar.close()
+    if fitter.field is None:
+        raise UserError(f"stopped ({stop}) after {accepted} frame(s) without geometry: the fitter needs two "
+                        f"views with an opacified frame; nothing written to {out}")
+    est = fitter.estimate()
+    print(f"stopped ({stop}) after {accepted} frames: {est.line()}")
+    try:
+        fitter.write_outputs(out, overwrite=args.overwrite, study_label=str(d))
+    except (FileExistsError, ValueError, RuntimeError) as e:  # e.g. a lumen too small to trace
+        if args.snapshot:
+            fitter.snapshot(args.snapshot)
+        raise UserError(f"could not write the outputs to {out}: {e}"
+                        + (f" (the fitter's state is in {args.snapshot})" if args.snapshot else "")) from None
+    if args.snapshot:
+        fitter.snapshot(args.snapshot)
+    lat = [h["seconds"] for h in fitter.history if h.get("accepted") and h.get("steps")]
+    p = np.percentile(lat, [50, 95]) if lat else [float("nan")] * 2
+    print(f"per-frame latency p50 {1000 * p[0]:.0f} ms, p95 {1000 * p[1]:.0f} ms (budget "
+          f"{1000 * args.budget_s:.0f} ms) -> {out}/summary.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pinngs", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--truth", required=True, help="the truth/ folder of a simulated study")
     e.add_argument("-o", "--output", help="also write the metrics to this JSON file")
     e.set_defaults(func=cmd_evaluate)
+    w = sub.add_parser("watch", help="online fit: process frames as their files appear in DIR")
+    w.add_argument("dir", help="a study folder being written (study.json + frames/) or a folder receiving .dcm files")
+    w.add_argument("-o", "--output", required=True, help="output folder for the reconstruct outputs (written at stop)")
+    w.add_argument("--budget-s", type=float, default=0.35, help="latency budget per frame (s, default 0.35)")
+    w.add_argument("--max-frames", type=int, default=0, help="stop after this many accepted frames (0: no limit)")
+    w.add_argument("--idle-timeout-s", type=float, default=30.0, help="stop when no new file appeared for this long")
+    w.add_argument("--poll-s", type=float, default=0.2, help="seconds between looks at DIR")
+    w.add_argument("--estimate-every", type=int, default=10,
+                   help="print Q, ΔP, FFR every N frames (each costs seconds; 0: only at the end)")
+    w.add_argument("--threads", type=int, default=1, help="CPU threads for the fit (default 1)")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--snapshot", help="also write the fitter's state to this file at stop")
+    w.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    w.set_defaults(func=cmd_watch)
     return p
 
 

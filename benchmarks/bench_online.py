@@ -1,0 +1,306 @@
+"""Online fitting: each simulator preset replayed frame by frame through ``OnlineFitter.add_frame``.
+
+    python benchmarks/bench_online.py [--quick] [--presets a b ...] [--budget-s 0.35] [--cache DIR]
+
+Per preset (studies from `pinngs simulate PRESET --seed 0` and batch results from `pinngs
+reconstruct`, both cached in --cache, default benchmarks/.cache/{sim,recon}; run here if missing):
+
+1. the frames in acquisition order (time, then view) go one by one to ``add_frame`` with the latency
+   budget; the wall time of every call is recorded (p50, p95, max), over all frames and over the
+   frames from the first initialisation on (before it, a frame is only stored: ~3 ms);
+2. at a few points of the replay (and after the last frame) ``estimate()`` (lumen, centerline,
+   transit Q, Young–Tsai ΔP; its own wall time is reported, it is not part of add_frame) and the
+   accuracy: lumen Dice against the truth, Q, ΔP, and the velocity relative L2 error against the
+   simulator's velocity over the true lumen;
+3. the batch reference: the same flow method (``pinngs.online.flow_on_lumen``) on the cached
+   `pinngs reconstruct` lumen and centerline, so that the comparison isolates the online geometry.
+
+Targets (issue 7): p95 ≤ 500 ms per frame on the biplane presets at 256² (on this CPU); after the
+last frame |ΔP_online − ΔP_batch| ≤ 10 % of ΔP_batch and the velocity rel-L2 within 10 % (relative)
+of the batch's. Writes benchmarks/results/online{tag}.json, online{tag}.md, online{tag}_accuracy.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+P95_TARGET_S = 0.5
+REL_TARGET = 0.10
+BIPLANE = ("tube-biplane", "stenosis50-biplane", "curved-biplane")
+QUICK = ["stenosis50-biplane"]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _ensure(name: str, cache: Path) -> tuple[Path, Path]:
+    sim, rec = cache / "sim" / name, cache / "recon" / name
+    if not (sim / "truth" / "truth.json").exists():
+        subprocess.run([sys.executable, "-m", "pinngs.cli", "simulate", name, "-o", str(sim), "--seed", "0",
+                        "--overwrite"], check=True, capture_output=True)
+    if not (rec / "summary.json").exists():
+        subprocess.run([sys.executable, "-m", "pinngs.cli", "reconstruct", str(sim), "-o", str(rec), "--overwrite"],
+                       check=True, capture_output=True)
+    return sim, rec
+
+
+class Truth:
+    """The simulator's lumen and velocity, and the metrics of a (lumen, flow) pair against them."""
+
+    def __init__(self, sim: Path) -> None:
+        from pinngs.recon.surface import occupancy_fraction
+
+        z = np.load(sim / "truth" / "lumen.npz")
+        self.occ, self.origin = occupancy_fraction(z["occupancy"]), np.asarray(z["origin_mm"], float).reshape(3)
+        self.h = float(np.asarray(z["spacing_mm"]).flat[0])
+        F = np.load(sim / "truth" / "flow.npz")
+        V, fo, fh = F["velocity_mm_s"], F["origin_mm"], float(F["spacing_mm"])
+        idx = np.argwhere(np.linalg.norm(V, axis=-1) > 0)
+        self.pts, self.vel = fo + fh * idx, V[tuple(idx.T)]
+        self.doc = json.loads((sim / "truth" / "truth.json").read_text())
+
+    def dice(self, occ, origin, h) -> float:
+        from pinngs.recon.evaluate import dice, resample_to
+
+        return float(dice(resample_to(occ, np.asarray(origin, float), h, self.origin, self.h, self.occ.shape), self.occ))
+
+    def vel_rel_l2(self, u: np.ndarray) -> float:
+        return float(np.linalg.norm(u - self.vel) / np.linalg.norm(self.vel))
+
+
+def _flow_metrics(flow, truth: Truth) -> dict:
+    u = flow.velocity_mm_s(truth.pts)
+    return {"q_mm3_s": float(flow.domain.q_mm3_s[0]), "dp_pa": float(flow.dp["dp_pa"]),
+            "velocity_rel_l2": truth.vel_rel_l2(u), "transit_rel_residual": float(flow.transit.rel_residual)}, u
+
+
+def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int) -> dict:
+    from pinngs.online import OnlineConfig, OnlineFitter, OnlineFrameWarning, flow_on_lumen
+    from pinngs.recon.centerline import read_centerline_csv
+    from pinngs.recon.pipeline import load_any_study
+    from pinngs.recon.surface import occupancy_fraction
+
+    sim, rec = _ensure(name, cache)
+    study = load_any_study(sim)
+    truth = Truth(sim)
+    images = study.line_integrals()
+    order = sorted(range(len(study.frames)), key=lambda k: (study.frames[k].t_s, study.frames[k].view))
+    n = len(order)
+    # batch reference: the same flow method on the batch lumen
+    z = np.load(rec / "lumen.npz")
+    b_occ, b_origin, b_h = occupancy_fraction(z["occupancy"]), z["origin_mm"], float(z["spacing_mm"])
+    row = dict(preset=name, mode=study.mode, n_views=len(study.views), n_frames=n,
+               detector=f"{study.views[0].rows}x{study.views[0].cols}", budget_s=budget_s,
+               q_true_mm3_s=float(truth.doc["q_mm3_s"]), dp_true_total_pa=float(truth.doc["dp_pa"]))
+    t0 = time.perf_counter()
+    batch = {"dice": truth.dice(b_occ, b_origin, b_h)}
+    u_batch = None
+    try:
+        bf = flow_on_lumen(study, b_occ, b_origin, b_h, read_centerline_csv(rec / "centerline.csv"))
+        m, u_batch = _flow_metrics(bf, truth)
+        batch.update(m)
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        batch["flow_error"] = f"{type(e).__name__}: {e}"
+    batch["seconds"] = time.perf_counter() - t0
+    row["batch"] = batch
+
+    fitter = OnlineFitter(OnlineConfig(latency_budget_s=budget_s))
+    checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)})
+    lat, curve, n_warn = [], [], 0
+    from tqdm import tqdm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OnlineFrameWarning)
+        for i, k in enumerate(tqdm(order, desc=f"{name}: frames", unit="frame", leave=False)):
+            fr = study.frames[k]
+            t1 = time.perf_counter()
+            rep = fitter.add_frame(images[k], study.views[fr.view], fr.t_s)
+            lat.append(dict(seconds=time.perf_counter() - t1, steps=rep.steps, event=rep.event,
+                            fitting=fitter.field is not None, accepted=rep.accepted))
+            if i + 1 in checkpoints and fitter.field is not None:
+                e = fitter.estimate()
+                pt = dict(frames=i + 1, t_s=fr.t_s, estimate_seconds=e.seconds, status=e.status,
+                          n_gaussians=e.n_gaussians, data_rel_l2=e.data_rel_l2, q_mm3_s=e.q_mm3_s, dp_pa=e.dp_pa,
+                          ffr=e.ffr, q_confidence=e.q_confidence, dp_confidence=e.dp_confidence)
+                occ, origin, _ = fitter.lumen()
+                pt["dice"] = truth.dice(occ, origin, fitter.config.lumen_mm)
+                if fitter._flow is not None:
+                    u = fitter._flow.velocity_mm_s(truth.pts)
+                    pt["velocity_rel_l2"] = truth.vel_rel_l2(u)
+                    if u_batch is not None:
+                        pt["velocity_rel_l2_vs_batch"] = float(np.linalg.norm(u - u_batch) / np.linalg.norm(u_batch))
+                curve.append(pt)
+        n_warn = len(caught)
+    row["warnings"] = n_warn
+    row["total_steps"] = fitter.total_steps
+    row["events"] = [dict(frame=i, event=x["event"], seconds=x["seconds"]) for i, x in enumerate(lat) if x["event"]]
+    all_s = np.array([x["seconds"] for x in lat])
+    fit_s = np.array([x["seconds"] for x in lat if x["fitting"]])
+    pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+    row["latency"] = dict(p50_all_s=pct(all_s, 50), p95_all_s=pct(all_s, 95), max_s=float(all_s.max()),
+                          n_fitting=int(len(fit_s)), p50_fitting_s=pct(fit_s, 50), p95_fitting_s=pct(fit_s, 95),
+                          mean_steps_fitting=float(np.mean([x["steps"] for x in lat if x["fitting"]] or [0])))
+    row["curve"] = curve
+    final = curve[-1] if curve and curve[-1]["frames"] == n else None
+    row["final"] = final
+    tg = {}
+    if name in BIPLANE and study.views[0].rows == 256:
+        tg["p95_fitting_s"] = dict(op="<=", value=P95_TARGET_S, measured=row["latency"]["p95_fitting_s"])
+    if final and "dp_pa" in batch and np.isfinite(final["dp_pa"]):
+        tg["dp_rel_diff_vs_batch"] = dict(op="<=", value=REL_TARGET,
+                                          measured=abs(final["dp_pa"] - batch["dp_pa"]) / abs(batch["dp_pa"]))
+    else:
+        tg["dp_rel_diff_vs_batch"] = dict(op="<=", value=REL_TARGET, measured=None)
+    if final and "velocity_rel_l2" in batch and "velocity_rel_l2" in final:
+        tg["velocity_rel_l2_rel_diff_vs_batch"] = dict(
+            op="<=", value=REL_TARGET,
+            measured=abs(final["velocity_rel_l2"] - batch["velocity_rel_l2"]) / batch["velocity_rel_l2"])
+    else:
+        tg["velocity_rel_l2_rel_diff_vs_batch"] = dict(op="<=", value=REL_TARGET, measured=None)
+    for t in tg.values():
+        t["met"] = t["measured"] is not None and bool(t["measured"] <= t["value"])
+    row["targets"] = tg
+    return row
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    for r in rows:
+        c = r.get("curve") or []
+        if not c:
+            continue
+        x = [p["frames"] / r["n_frames"] for p in c]
+        line, = ax[0].plot(x, [p["dice"] for p in c], "o-", label=r["preset"])
+        ax[0].axhline(r["batch"]["dice"], color=line.get_color(), ls=":", lw=1)
+        if "dp_pa" in r["batch"]:
+            ax[1].plot(x, [100 * (p["dp_pa"] / r["batch"]["dp_pa"] - 1) for p in c], "o-", color=line.get_color())
+        if "velocity_rel_l2" in r["batch"]:
+            ax[2].plot(x, [p.get("velocity_rel_l2", np.nan) for p in c], "o-", color=line.get_color())
+            ax[2].axhline(r["batch"]["velocity_rel_l2"], color=line.get_color(), ls=":", lw=1)
+    ax[0].set_title("lumen Dice vs truth (dotted: batch)")
+    ax[1].set_title("ΔP online vs batch (%, symlog)")
+    ax[1].set_yscale("symlog", linthresh=20)
+    ax[1].axhspan(-100 * REL_TARGET, 100 * REL_TARGET, color="g", alpha=0.1)
+    ax[2].set_title("velocity rel-L2 vs truth (dotted: batch)")
+    for a in ax:
+        a.set_xlabel("fraction of the frames absorbed")
+        a.grid(alpha=0.3)
+    ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _f(v, fmt="{:.3f}"):
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+
+def main() -> None:
+    from pinngs.simulate import PRESETS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", nargs="*", default=None)
+    ap.add_argument("--quick", action="store_true", help=f"one biplane preset ({QUICK[0]})")
+    ap.add_argument("--budget-s", type=float, default=0.35, help="OnlineConfig.latency_budget_s")
+    ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
+    ap.add_argument("--cache", default=str(HERE / ".cache"))
+    ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
+    args = ap.parse_args()
+    presets = args.presets or (QUICK if args.quick else list(PRESETS))
+    tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
+    load0 = _load()
+    rows = []
+    for name in presets:
+        t0 = time.perf_counter()
+        try:
+            rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints))
+        except Exception as e:  # a failed preset is reported, never dropped
+            rows.append(dict(preset=name, error=f"{type(e).__name__}: {e}"))
+        rows[-1]["wall_s"] = time.perf_counter() - t0
+        r = rows[-1]
+        brief = {k: r.get(k) for k in ("preset", "latency", "final", "batch", "targets", "error")}
+        print(json.dumps(brief, default=float)[:1500], flush=True)
+    meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
+                load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s,
+                command=" ".join(["python", *sys.argv]),
+                targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,
+                             velocity_rel_l2_rel_diff_vs_batch=REL_TARGET))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"online{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
+    _plot([r for r in rows if "error" not in r], RESULTS / f"online{tag}_accuracy.png")
+    L = ["# Online fitting benchmark", "",
+         f"Machine: {meta['machine']}, {meta['cores']} cores, Python {meta['python']}; load average "
+         f"{load0} at the start, {meta['load_avg_end']} at the end (the CPU was shared when the load exceeds "
+         f"the core count). Command: `{meta['command']}`. Latency budget {args.budget_s * 1000:.0f} ms per frame, "
+         "1 torch thread. Latency = wall time of `add_frame`; 'fitting' = frames from the first initialisation on "
+         "(before it a frame is only stored); (re)initialisations are in it. The flow estimate (lumen, centerline, "
+         "transit, ΔP) runs in `estimate()`, outside `add_frame`; its time is the 'estimate s' column. Batch = "
+         "the same flow method on the `pinngs reconstruct` lumen (500 steps). Targets (issue 7): p95 ≤ 500 ms on "
+         "the biplane presets at 256²; after the last frame |ΔP − ΔP_batch| ≤ 10 % of ΔP_batch and velocity "
+         "rel-L2 (vs truth) within 10 % of the batch's. **Bold** misses a target.", "",
+         "| preset | frames | p50 ms (all) | p95 ms (all) | p50 ms (fitting) | p95 ms (fitting) | max ms | steps/frame "
+         "| Dice online (batch) | Q online (batch, truth) mm³/s | ΔP online (batch) Pa | ΔP diff % | vel rel-L2 online (batch) "
+         "| vel diff % | estimate s |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            L.append(f"| {r['preset']} | failed: {r['error'][:100]} |" + " |" * 13)
+            continue
+        la, fi, b, tg = r["latency"], r["final"] or {}, r["batch"], r["targets"]
+
+        def mark(key, txt):
+            t = tg.get(key)
+            return f"**{txt}**" if t is not None and not t["met"] else txt
+
+        p95 = f"{la['p95_fitting_s'] * 1e3:.0f}"
+        dp_d = tg["dp_rel_diff_vs_batch"]["measured"]
+        v_d = tg["velocity_rel_l2_rel_diff_vs_batch"]["measured"]
+        L.append(
+            f"| {r['preset']} | {r['n_frames']} | {la['p50_all_s'] * 1e3:.0f} | {la['p95_all_s'] * 1e3:.0f} | "
+            f"{la['p50_fitting_s'] * 1e3:.0f} | {mark('p95_fitting_s', p95)} | "
+            f"{la['max_s'] * 1e3:.0f} | {la['mean_steps_fitting']:.1f} | {_f(fi.get('dice'))} ({_f(b.get('dice'))}) | "
+            f"{_f(fi.get('q_mm3_s'), '{:.0f}')} ({_f(b.get('q_mm3_s'), '{:.0f}')}, {r['q_true_mm3_s']:.0f}) | "
+            f"{_f(fi.get('dp_pa'), '{:.0f}')} ({_f(b.get('dp_pa'), '{:.0f}')}) | "
+            f"{mark('dp_rel_diff_vs_batch', _f(None if dp_d is None else 100 * dp_d, '{:.1f}'))} | "
+            f"{_f(fi.get('velocity_rel_l2'))} ({_f(b.get('velocity_rel_l2'))}) | "
+            f"{mark('velocity_rel_l2_rel_diff_vs_batch', _f(None if v_d is None else 100 * v_d, '{:.1f}'))} | "
+            f"{_f(fi.get('estimate_seconds'), '{:.1f}')} |")
+    L += ["", "Flow status after the last frame: " + "; ".join(
+        f"{r['preset']}: {(r.get('final') or {}).get('status', r.get('error', 'no estimate'))[:160]}" for r in rows),
+          "", f"![accuracy against frames](online{tag}_accuracy.png)", ""]
+    (RESULTS / f"online{tag}.md").write_text("\n".join(L))
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1026 @@
+"""Online fitting: one frame at a time, a bounded warm-started update per frame (issue 7).
+
+    fitter = OnlineFitter(OnlineConfig(latency_budget_s=0.35))      # or OnlineFitter.from_batch(OUT)
+    for image, view, t_s in frames:                                 # [H, W] line integrals, CArmView, s
+        rep = fitter.add_frame(image, view, t_s)                    # FrameReport: accepted, steps, seconds
+    est = fitter.estimate()                                         # OnlineEstimate: Q, ΔP, FFR, velocity
+    fitter.snapshot("state.pt"); fitter = OnlineFitter.restore("state.pt")
+    fitter.write_outputs("OUT")                                     # the files of `pinngs reconstruct`
+
+What ``add_frame`` does, in order:
+
+1. **Validate** (nothing is changed before the frame passes): the view is a ``CArmView``; the image
+   is 2D, finite, of the view's detector size and of the detector size of the views seen before
+   (one fit renders all views at one size); ``t_s`` is finite; the frame is not a duplicate (same
+   view, same time) and not out of order (earlier than the newest frame of its view). A frame that
+   fails is skipped with an ``OnlineFrameWarning`` and the state is left exactly as it was.
+2. **Append** the frame (background median removed, as ``recon.fit.frame_targets`` does).
+3. **Initialise** the Gaussians by back-projection (``recon.fit.backprojection_init``) once two
+   views hold an opacified frame (contrast-to-noise p99.9 / (1.4826 MAD) ≥ ``init_snr``), on the
+   batch fit's composite targets of the frames so far (``recon.fit.targets_from_study``). While
+   the bolus is still filling the vessel the hull grows: the field is re-initialised when another
+   view becomes opacified or the smallest per-view peak mass above the noise floor has grown by
+   ``reinit_growth``, at most ``max_reinit`` times and during the first ``reinit_until_steps``
+   steps only. In a rotational run (more than 6 views) the init waits until the opacified views
+   span ``rot_init_span_deg`` of primary angle, and new views alone do not re-initialise.
+   An (re)initialisation costs 0.1-0.6 s on the 256² presets (over the budget: it is
+   the one frame that may exceed it; no step is forced after it). ``from_batch`` starts from a
+   batch result instead and never re-initialises.
+4. **Update**: Adam steps (the batch fit's learning rates, loss and densify/prune schedule, counted
+   from the initialisation) on a mini-batch of ``batch_frames`` frames: the new frame (when
+   opacified) plus random opacified frames, each with its own contrast scale and background plane
+   (``recon.fit.nuisance_fit``). With the default of one frame per step, every step of a frame's
+   budget fits that frame (random opacified frames when it is not opacified itself). Measured on
+   stenosis50-biplane at 350 ms per frame (busy 2-core CPU; batch ΔP 365 Pa): 4 frames per
+   step: 200 steps, ΔP 531 Pa (1 run); 2 frames: 365-443 steps, 384-429 Pa (3 runs); 1 frame, the
+   new one: 581-701 steps, 338-366 Pa (4 runs); 1 frame, the new one only in a frame's first step
+   and random opacified ones after it: 688-706 steps, 427-474 Pa (4 runs). More steps matter, and
+   so, unexpectedly, does sweeping through the frames in acquisition order. Steps run until
+   ``latency_budget_s`` is used up: another step is taken only while the time spent plus the
+   running mean step time fits in the budget (at least ``min_steps``, except on a frame that
+   (re)initialised; at most ``max_steps``). A step that fails or leaves a non-finite parameter
+   rolls the geometry and the optimiser back to where the frame found them.
+
+Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
+shorter than 3 radii dropped; reversed when the bolus reaches its far end first) and stenosis
+grading → section areas → bolus-transit Q per branch (``flow.transit``, upstream of the lesions) →
+ΔP along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``) between the first and last sections
+1.5 equivalent radii inside its ends → FFR = (Pa − ΔP)/Pa with Pa = ``pa_mmhg`` (93 mmHg default).
+Velocity and pressure fields: the quasi-Poiseuille field of the sections
+(``pinn.steady.poiseuille_guess``; its pressure is viscous only, the lesion loss is in ``dp_pa``);
+the PINN (``pinn.steady``, minutes per fit on this CPU) is not run online. This refresh costs
+seconds (12-17 s on stenosis50-biplane on the busy 2-core CPU; mostly voxelizing at 0.1 mm and the
+centerline), far over a per-frame budget, so it is *not* part of ``add_frame``'s budget: it runs
+when ``estimate()`` is called and the cached one is stale, or every ``flow_every`` frames inside
+``add_frame`` (that frame then takes longer; its time is reported in ``FrameReport.flow_seconds``).
+The outputs (``lumen``, ``estimate``, ``write_outputs``) use ``model()``: the running average of the
+iterates (``ema_decay``), not the last mini-batch iterate.
+
+Confidence (each figure carries one in [0, 1]). A heuristic, **not calibrated** against errors:
+
+* geometry: clip(1 − data_rel_l2 / 0.5, 0, 1), the misfit of the field on the opacified frames;
+* Q: clip(1 − transit rel. residual / 0.3, 0, 1) · exp(−σ_Q/Q / 0.1) · coverage, σ_Q from the
+  transit fit's Jacobian (local, optimistic), coverage = the fitted inlet bolus's gamma CDF at the
+  newest frame (how much of the bolus passage has been seen);
+* velocity, ΔP, FFR: Q's confidence × geometry's (ΔP scales with Q and with radius⁻⁴).
+
+Snapshots (``snapshot``/``restore``): everything (frames, views, Gaussians, their running average,
+Adam moments, RNG,
+counters, history, the cached estimate) in one ``torch.save`` file, written to a temporary file
+and renamed into place; a restored fitter continues bit-exactly. The file is a pickle: restore only
+snapshots you wrote.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .field import GaussianField
+from .geometry import CArmView, pack_views
+from .io.study import VIEW_FIELDS, Frame, Study
+from .recon.fit import (FitConfig, FitResult, Targets, _make_opt, backprojection_init, densify_prune,
+                        lumen_occupancy, nuisance_fit, targets_from_study)
+
+SNAPSHOT_FORMAT = "pinngs-online"
+SNAPSHOT_VERSION = 1
+MMHG_PA = 133.322
+
+
+class OnlineFrameWarning(UserWarning):
+    """A frame was skipped (bad shape, non-finite, duplicate, out of order...) or an update rolled back."""
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Knobs of ``OnlineFitter`` (see the module docstring). ``fit`` supplies the batch fit's learning
+    rates, initial lattice, scale prior and densify/prune schedule (steps counted from the init)."""
+
+    latency_budget_s: float = 0.35  # wall time per add_frame for the geometry update
+    min_steps: int = 1
+    max_steps: int = 200
+    ema_decay: float = 0.95  # Polyak average of the parameters per step for the outputs (0: the raw iterate)
+    batch_frames: int = 1  # frames rendered per step (see the module docstring: 1 measured best)
+    frames_keep: float = 0.3  # a frame is a target when its mass >= this fraction of the brightest's
+    init_snr: float = 20.0  # contrast-to-noise (p99.9 / 1.4826 MAD) for "opacified"
+    reinit_growth: float = 1.5  # re-initialise when the smallest per-view net peak mass grew by this factor
+    max_reinit: int = 1
+    rot_init_span_deg: float = 90.0  # rotational runs: the opacified views must span this arc before the init
+    reinit_until_steps: int = 150
+    flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
+    lumen_mm: float = 0.1
+    pa_mmhg: float = 93.0
+    threads: int = 1  # torch threads during add_frame (0: every core); 1 is fastest on a busy 2-core CPU
+    seed: int = 0
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    def validate(self) -> None:
+        if not self.latency_budget_s > 0:
+            raise ValueError(f"latency_budget_s must be > 0, got {self.latency_budget_s}")
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.batch_frames < 1:
+            raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
+        if not 0 < self.frames_keep <= 1:
+            raise ValueError(f"frames_keep must be in (0, 1], got {self.frames_keep}")
+        if not self.pa_mmhg > 0:
+            raise ValueError(f"pa_mmhg must be > 0, got {self.pa_mmhg}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.flow_every < 0 or self.threads < 0:
+            raise ValueError("flow_every and threads must be >= 0")
+        self.fit.validate()
+
+
+@dataclass
+class FrameReport:
+    """What ``add_frame`` did with one frame. ``seconds``: wall time of the whole call."""
+
+    accepted: bool
+    reason: str = ""  # why a frame was skipped or an update rolled back
+    index: int = -1  # the frame's index in the fitter (accepted frames only)
+    view: int = -1
+    t_s: float = float("nan")
+    steps: int = 0
+    seconds: float = 0.0
+    fit_seconds: float = 0.0
+    flow_seconds: float = 0.0
+    data_rel: float = float("nan")  # relative squared misfit of the last step's mini-batch
+    n_gaussians: int = 0
+    event: str = ""  # "init", "reinit", "" (or "rollback")
+
+
+@dataclass
+class OnlineEstimate:
+    """The current estimates, units in the names; ``*_confidence`` in [0, 1], heuristic, not
+    calibrated (module docstring). NaN where not available yet; ``status`` says why."""
+
+    status: str
+    n_frames: int
+    t_latest_s: float
+    n_gaussians: int = 0
+    geometry_confidence: float = 0.0
+    data_rel_l2: float = float("nan")
+    lumen_volume_mm3: float = float("nan")
+    stenosis: list = field(default_factory=list)
+    q_mm3_s: float = float("nan")
+    q_confidence: float = 0.0
+    velocity_mean_mm_s: float = float("nan")  # Q / inlet area
+    velocity_max_mm_s: float = float("nan")  # 2 Q / smallest section area (Poiseuille centre line)
+    velocity_confidence: float = 0.0
+    dp_pa: float = float("nan")
+    dp_mmhg: float = float("nan")
+    dp_confidence: float = 0.0
+    ffr: float = float("nan")
+    ffr_confidence: float = 0.0
+    pa_mmhg: float = 93.0
+    dp_section_arcs_mm: tuple = (float("nan"), float("nan"))
+    transit: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    note: str = "confidences are heuristics (pinngs.online docstring), not calibrated against errors"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for a terminal."""
+        if not math.isfinite(self.q_mm3_s):
+            return f"[{self.status}] {self.n_frames} frames, {self.n_gaussians} Gaussians"
+        return (f"Q {self.q_mm3_s:.0f} mm³/s ({self.q_confidence:.2f}) | v̄ {self.velocity_mean_mm_s:.0f} mm/s "
+                f"| ΔP {self.dp_pa:.0f} Pa = {self.dp_mmhg:.2f} mmHg ({self.dp_confidence:.2f}) "
+                f"| FFR {self.ffr:.3f} ({self.ffr_confidence:.2f}) | {self.n_frames} frames")
+
+
+# ------------------------------------------------------------------------------------------------
+# flow on a lumen (shared by the online fitter and the benchmark's batch reference)
+@dataclass
+class LumenFlow:
+    """Flow on one lumen: centerline, sections, transit Q, reduced-order ΔP, quasi-Poiseuille field."""
+
+    branches: list  # [P, 4] X, Y, Z, R (mm) per branch
+    areas_mm2: list  # [P] per branch
+    lesions: list  # grade_stenosis dicts
+    transit: object  # flow.transit.TransitFit
+    domain: object  # pinn.steady.Domain (interior/wall/sections empty: only the field is needed)
+    dp: dict  # flow.reduced.reduced_order_dp
+    dp_arcs_mm: tuple
+
+    def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
+        """Quasi-Poiseuille velocity at world points (mm/s), zero outside the lumen (occupancy < 0.5)."""
+        from .pinn.steady import poiseuille_guess
+
+        pts = np.asarray(points_mm, float).reshape(-1, 3)
+        u, _ = poiseuille_guess(self.domain, pts)
+        u[self.domain.inside(pts) < 0.5] = 0.0
+        return u
+
+    def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
+        """Quasi-Poiseuille pressure (Pa, 0 at the end of branch 0; viscous only, no lesion loss)."""
+        from .pinn.steady import poiseuille_guess
+
+        return poiseuille_guess(self.domain, np.asarray(points_mm, float).reshape(-1, 3))[1]
+
+
+def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
+                  branches: list | None = None) -> LumenFlow:
+    """Flow from a lumen occupancy [X, Y, Z] and the study's frames (see the module docstring).
+    ``branches``: the centerline if already extracted. Raises ValueError when a stage cannot run."""
+    from .flow.reduced import reduced_order_dp
+    from .flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
+    from .pinn.steady import Domain, branch_flows
+    from .recon.centerline import _arc, branch_topology, extract_centerline, grade_stenosis
+
+    if branches is None:
+        branches = extract_centerline(occ, origin_mm, spacing_mm)
+    branches = _drop_spurs(branches)
+    areas = section_areas(branches, occ, origin_mm, spacing_mm)
+    curves = time_intensity_curves(study, branches, areas_mm2=areas)
+    if _arrival_slope_s_per_mm(curves) < 0:
+        # the centerline's inlet is its widest end, which is not always where the contrast enters (a
+        # frayed end of a young fit looks thin): the bolus arrives first at the true inlet
+        if len(branches) == 1:
+            branches = [np.asarray(branches[0])[::-1].copy()]
+        else:
+            branches = _drop_spurs(extract_centerline(occ, origin_mm, spacing_mm,
+                                                      inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
+        areas = section_areas(branches, occ, origin_mm, spacing_mm)
+        curves = time_intensity_curves(study, branches, areas_mm2=areas)
+    lesions = grade_stenosis(branches)
+    try:
+        curves = upstream_of_lesions(curves, lesions)
+    except ValueError:  # too little vessel upstream of the lesion: time the bolus on the whole vessel
+        pass
+    tr = fit_transit(curves)
+    parents, _ = branch_topology(branches)
+    q = branch_flows(tr.q_mm3_s, parents, areas)
+    dom = Domain(np.zeros((0, 3)), np.zeros((0, 3)), [], q, [np.asarray(b, float) for b in branches],
+                 [np.asarray(a, float) for a in areas], parents, np.asarray(occ), np.asarray(origin_mm, float),
+                 float(spacing_mm))
+    if dom.occ.dtype == np.uint8:
+        from .recon.surface import occupancy_fraction
+
+        dom.occ = occupancy_fraction(dom.occ)
+    b0 = np.asarray(branches[0], float)
+    s = _arc(b0[:, :3])
+    r_eq = np.sqrt(np.asarray(areas[0]) / math.pi)
+    s0, s1 = 1.5 * r_eq[0], s[-1] - 1.5 * r_eq[-1]
+    if not s1 > s0:
+        raise ValueError(f"branch 0 is too short ({s[-1]:.1f} mm) for a pressure drop between sections "
+                         f"1.5 radii inside its ends")
+    dp = reduced_order_dp(b0, areas[0], q[0], [x for x in lesions if x["branch"] == 0], s0, s1)
+    return LumenFlow(branches, areas, lesions, tr, dom, dp, (float(s0), float(s1)))
+
+
+def _drop_spurs(branches: list, radii: float = 3.0) -> list:
+    """The centerline without the stubs a frayed vessel end grows: terminal branches shorter than
+    ``radii`` times their mean radius, and a root branch that short (its longest daughter becomes
+    branch 0), repeated until none is left."""
+    from .recon.centerline import _arc, branch_topology
+
+    branches = [np.asarray(b, float) for b in branches]
+    short = lambda b: _arc(b[:, :3])[-1] < radii * float(b[:, 3].mean())  # noqa: E731
+    while len(branches) > 1:
+        parents, _ = branch_topology(branches)
+        kids = [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
+        if short(branches[0]) and kids[0]:
+            keep = max(kids[0], key=lambda j: _arc(branches[j][:, :3])[-1])
+            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
+            continue
+        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and short(b)]
+        if not stub:
+            break
+        branches = [b for j, b in enumerate(branches) if j not in stub]
+    return branches
+
+
+def _arrival_slope_s_per_mm(curves) -> float:
+    """Slope of the bolus arrival time (half-maximum rise) against arc length along branch 0 (s/mm);
+    negative when the contrast enters at the branch's far end."""
+    sel = np.nonzero(curves.branch == 0)[0]
+    if len(sel) < 4:
+        return 0.0
+    arr = []
+    for m in sel:
+        t, y = curves.t_s[m], curves.values[m] - np.min(curves.values[m])
+        arr.append(t[int(np.argmax(y >= 0.5 * y.max()))] if y.max() > 0 else np.nan)
+    arr = np.asarray(arr)
+    ok = np.isfinite(arr)
+    return float(np.polyfit(curves.arc_mm[sel][ok], arr[ok], 1)[0]) if ok.sum() >= 4 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+def _clean_for_init(images: torch.Tensor) -> torch.Tensor:  # [T, H, W] -> [T, H, W]
+    """Targets for the back-projection: minus a least-squares background plane, and 0 where within 3
+    noise sigmas (1.4826 MAD) of it. Early in the bolus the peak is low and the smooth subtraction
+    residual and the noise pass the hull's coarse threshold in every view, which made the fine
+    lattice span most of the field of view (1.4 s instead of ~0.1 s on stenosis50-biplane)."""
+    T, H, W = images.shape
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    A = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1).T.double()  # [HW, 3]
+    y = images.reshape(T, -1).double().T  # [HW, T]
+    coef = torch.linalg.lstsq(A, y).solution  # [3, T]
+    r = (y - A @ coef).T.float().reshape(T, H, W)
+    flat = r.reshape(T, -1)
+    sig = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
+    return torch.where(r > 3 * sig[:, None, None], r, torch.zeros(()))
+
+
+def _opacity_stats(img: np.ndarray) -> tuple[float, float]:
+    """(mass, contrast-to-noise) of a median-removed image: Σ max(d, 0) and p99.9 / (1.4826 MAD)."""
+    mass = float(np.clip(img, 0, None).sum())
+    mad = float(np.median(np.abs(img - np.median(img))))
+    snr = float(np.percentile(img, 99.9)) / max(1.4826 * mad, 1e-12)
+    return mass, snr
+
+
+def _mode(n_views: int, n_frames: int) -> str:
+    """The study mode of ``n_views`` views (more than 6: a rotational run, one view per frame)."""
+    if n_views > 6:
+        return "rotational"
+    return {1: "single", 2: "biplane"}.get(n_views, "multiview")
+
+
+class OnlineFitter:
+    """Gaussians (and flow) updated one frame at a time; see the module docstring.
+
+    Args:
+        config: OnlineConfig (defaults if None).
+    """
+
+    def __init__(self, config: OnlineConfig | None = None) -> None:
+        self.config = config or OnlineConfig()
+        self.config.validate()
+        self.views: list[CArmView] = []
+        self.images: list[torch.Tensor] = []  # T × [H, W] float32, background median removed
+        self.frame_view: list[int] = []  # [T]
+        self.frame_t_s: list[float] = []  # [T]
+        self.frame_mass: list[float] = []  # [T] Σ max(d, 0)
+        self.frame_snr: list[float] = []  # [T]
+        self.field: GaussianField | None = None
+        self.ema: list[torch.Tensor] | None = None  # running average of field.parameters()
+        self.opt: torch.optim.Adam | None = None
+        self.steps_since_init = 0
+        self.total_steps = 0
+        self.source = "empty"  # "empty", "backprojection", "batch:<path>"
+        self.init_state: dict = {}  # n_views, min_peak_mass at the last (re)initialisation
+        self.history: list[dict] = []  # one dict per add_frame call
+        self.gen = torch.Generator().manual_seed(self.config.seed)
+        self.step_time_s = 0.0  # running mean of one step's wall time
+        self._estimate: OnlineEstimate | None = None
+        self._flow: LumenFlow | None = None
+        self._flow_frames = -1  # frames the cached estimate was computed on
+        self._packed: torch.Tensor | None = None
+        # the first Adam() imports torch._dynamo (~2 s): pay it here, not in the first add_frame
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_batch(cls, out_dir: str | os.PathLike, config: OnlineConfig | None = None,
+                   study: Study | None = None) -> "OnlineFitter":
+        """Start from a ``pinngs reconstruct`` output (its gaussians.npz). With ``study`` its frames
+        are loaded too (in time order, validated like added frames, without fitting steps), so
+        that flow can be estimated from them and new frames join them."""
+        p = Path(out_dir) / "gaussians.npz"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: from_batch needs a `pinngs reconstruct` output folder")
+        try:
+            z = np.load(p)
+            f = GaussianField(torch.from_numpy(z["means_mm"]), torch.from_numpy(z["scales_mm"]),
+                              torch.from_numpy(z["quats_wxyz"]), torch.from_numpy(z["atten_per_mm"]))
+        except (KeyError, ValueError, OSError) as e:
+            raise ValueError(f"{p}: not a readable pinngs Gaussians file ({type(e).__name__}: {e}); expected "
+                             f"means_mm, scales_mm, quats_wxyz, atten_per_mm") from None
+        fitter = cls(config)
+        fitter.field = f
+        fitter.opt = _make_opt(f, fitter.config.fit)
+        fitter.source = f"batch:{Path(out_dir)}"
+        # densify/prune already ran in the batch fit: start past its schedule
+        fitter.steps_since_init = fitter.config.fit.densify_until + 1
+        if study is not None:
+            images = study.line_integrals()
+            for k in sorted(range(len(study.frames)), key=lambda k: (study.frames[k].t_s, study.frames[k].view)):
+                fr = study.frames[k]
+                fitter.add_frame(images[k], study.views[fr.view], fr.t_s, fit=False)
+        return fitter
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        return len(self.images)
+
+    def _check(self, image, view, t_s) -> tuple[np.ndarray | None, str]:
+        if not isinstance(view, CArmView):
+            return None, f"view must be a pinngs.geometry.CArmView, got {type(view).__name__}"
+        try:
+            t = float(t_s)
+        except (TypeError, ValueError):
+            return None, f"t_s must be a number (seconds), got {t_s!r}"
+        if not math.isfinite(t):
+            return None, f"t_s must be finite, got {t_s}"
+        try:
+            img = np.asarray(image, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            return None, f"image is not a numeric array ({e})"
+        if img.ndim != 2:
+            return None, f"image must be 2D [rows, cols], got shape {img.shape}"
+        if img.shape != (view.rows, view.cols):
+            return None, (f"image is {img.shape[0]}x{img.shape[1]} but its view's detector is "
+                          f"{view.rows}x{view.cols} (rows x cols)")
+        if self.views and (self.views[0].rows, self.views[0].cols) != img.shape:
+            return None, (f"image is {img.shape[0]}x{img.shape[1]} but the views seen so far are "
+                          f"{self.views[0].rows}x{self.views[0].cols}: one fit needs one detector size")
+        bad = int((~np.isfinite(img)).sum())
+        if bad:
+            return None, f"image has {bad} NaN/inf pixel(s) (corrupt frame?)"
+        vi = self._view_index(view)
+        if vi is not None:
+            ts = [tt for v, tt in zip(self.frame_view, self.frame_t_s) if v == vi]
+            if ts and any(abs(tt - t) <= 1e-9 for tt in ts):
+                return None, f"duplicate frame: view {vi} already has a frame at t = {t:.4f} s"
+            if ts and t < max(ts):
+                return None, (f"out of order: t = {t:.4f} s is earlier than view {vi}'s newest frame "
+                              f"(t = {max(ts):.4f} s)")
+        return img, ""
+
+    def _view_index(self, view: CArmView) -> int | None:
+        for k, v in enumerate(self.views):
+            if v == view:
+                return k
+        return None
+
+    def add_frame(self, image: np.ndarray, view: CArmView, t_s: float, *, fit: bool = True) -> FrameReport:
+        """Absorb one frame: validate, append, then a warm-started update within the latency budget.
+
+        Args:
+            image: [H, W] line integrals d = -ln(I_fill / I_mask) (float; raw frames must be log-subtracted
+                first, e.g. ``Study.line_integrals``).
+            view: its C-arm geometry (frames of one view share one CArmView; equal geometry = one view).
+            t_s: acquisition time (s); per view, frames must come in increasing time.
+            fit: False stores the frame without any fitting step (used by ``from_batch``).
+
+        Returns:
+            FrameReport. Bad frames are skipped with an OnlineFrameWarning (accepted False), never raised.
+        """
+        t0 = time.perf_counter()
+        img, why = self._check(image, view, t_s)
+        if img is None:
+            warnings.warn(f"frame skipped: {why}", OnlineFrameWarning, stacklevel=2)
+            rep = FrameReport(False, why, seconds=time.perf_counter() - t0, n_gaussians=self._n_gauss())
+            self.history.append({"accepted": False, "reason": why, "seconds": rep.seconds})
+            return rep
+        # --- append (the state changes from here on)
+        vi = self._view_index(view)
+        if vi is None:
+            self.views.append(view)
+            self._packed = None
+            vi = len(self.views) - 1
+        d = img - np.float32(np.median(img))
+        mass, snr = _opacity_stats(d)
+        self.images.append(torch.from_numpy(np.ascontiguousarray(d)))
+        self.frame_view.append(vi)
+        self.frame_t_s.append(float(t_s))
+        self.frame_mass.append(mass)
+        self.frame_snr.append(snr)
+        rep = FrameReport(True, index=self.n_frames - 1, view=vi, t_s=float(t_s))
+        if fit:
+            prev = torch.get_num_threads()
+            c = self.config
+            torch.set_num_threads(c.threads if c.threads > 0 else max(1, os.cpu_count() or 1))
+            try:
+                self._update(rep, t0)
+            finally:
+                torch.set_num_threads(prev)
+            rep.fit_seconds = time.perf_counter() - t0
+            if self.config.flow_every and self.field is not None and self.n_frames % self.config.flow_every == 0:
+                t1 = time.perf_counter()
+                self.estimate()
+                rep.flow_seconds = time.perf_counter() - t1
+        rep.n_gaussians = self._n_gauss()
+        rep.seconds = time.perf_counter() - t0
+        self.history.append({k: v for k, v in asdict(rep).items()})
+        return rep
+
+    def _n_gauss(self) -> int:
+        return 0 if self.field is None else len(self.field)
+
+    # ------------------------------------------------------------------------------------------
+    def _opacified_views(self) -> dict[int, int]:
+        """view -> its brightest frame, for views with a frame of contrast-to-noise >= init_snr."""
+        best: dict[int, int] = {}
+        for k, (v, m, s) in enumerate(zip(self.frame_view, self.frame_mass, self.frame_snr)):
+            if s >= self.config.init_snr and (v not in best or m > self.frame_mass[best[v]]):
+                best[v] = k
+        return best
+
+    def _net_masses(self) -> np.ndarray:
+        """[T] each frame's mass above the noise floor: minus the smallest mass of its view (rotational:
+        of all frames), i.e. of a frame before the contrast arrived."""
+        m = np.asarray(self.frame_mass, float)
+        if len(self.views) > 6 or not len(m):
+            return m - (m.min() if len(m) else 0.0)
+        v = np.asarray(self.frame_view)
+        floor = np.array([m[v == k].min() for k in range(len(self.views))])
+        return m - floor[v]
+
+    def _maybe_init(self) -> str:
+        if self.source.startswith("batch"):
+            return ""
+        op = self._opacified_views()
+        if len(op) < 2:
+            return ""
+        if len(op) > 16:  # the hull of 16 views spread over the run is as tight as of all
+            keys = sorted(op)
+            op = {k: op[k] for k in (keys[int(i)] for i in np.linspace(0, len(keys) - 1, 16))}
+        rotational = len(self.views) > 6
+        if rotational:  # one view per frame: wait until the opacified views span a wide arc (the hull
+            # of two neighbouring angles is a long cylinder: 40000 Gaussians and 4 s per frame)
+            ang = [self.views[v].primary_deg for v in op]
+            if max(ang) - min(ang) < self.config.rot_init_span_deg:
+                return ""
+        net = self._net_masses()
+        peak = min(float(net[k]) for k in op.values())
+        if self.field is not None:
+            st = self.init_state
+            more_views = len(op) > st["n_views"] and not rotational  # rotational: every frame adds a view
+            grown = more_views or peak > self.config.reinit_growth * st["min_peak_mass"]
+            if not (grown and st["reinits"] < self.config.max_reinit
+                    and self.steps_since_init < self.config.reinit_until_steps):
+                return ""
+        c = self.config.fit
+        try:  # the batch fit's targets on the frames so far: per view a 3-frame running mean, then the max
+            st = self.study()
+            if st.mode != "rotational":
+                keep = set(op)
+                st = Study([st.views[v] for v in sorted(keep)],
+                           [Frame(fr.image, sorted(keep).index(fr.view), fr.t_s) for fr in st.frames if fr.view in keep],
+                           _mode(len(keep), 0), "line_integral")
+                tg = targets_from_study(st)
+            else:
+                tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]))
+            tg = Targets(tg.views, _clean_for_init(tg.images), tg.info)
+            f = backprojection_init(tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians)
+        except Exception as e:  # noqa: BLE001 - e.g. no common vessel in the views yet: wait for more frames
+            warnings.warn(f"initialisation postponed ({type(e).__name__}: {e})", OnlineFrameWarning, stacklevel=3)
+            return ""
+        event = "init" if self.field is None else "reinit"
+        self.field, self.opt, self.ema = f, _make_opt(f, c), None
+        self.steps_since_init = 0
+        self.source = "backprojection"
+        self.init_state = {"n_views": len(op), "min_peak_mass": peak, "frame": self.n_frames - 1,
+                           "reinits": self.init_state.get("reinits", -1) + 1}
+        return event
+
+    def _targets(self) -> np.ndarray:
+        """Indices of the opacified frames: mass above the noise floor >= frames_keep x the brightest's
+        (``recon.fit.frame_targets`` uses the mass itself; with the floor, noise-only frames never pass)."""
+        m = self._net_masses()
+        if not len(m) or not m.max() > 0:
+            return np.zeros(0, int)
+        return np.nonzero(m >= self.config.frames_keep * m.max())[0]
+
+    def _packed_views(self) -> torch.Tensor:
+        if self._packed is None or len(self._packed) != len(self.views):
+            self._packed = pack_views(self.views)
+        return self._packed
+
+    def _loss(self, sel: list[int], f: GaussianField | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from .ops import project_gaussians, rasterize
+
+        f, c = f if f is not None else self.field, self.config.fit
+        H, W = self.images[0].shape
+        pk = self._packed_views()[torch.tensor([self.frame_view[k] for k in sel])]
+        tgt = torch.stack([self.images[k] for k in sel])
+        _, prec = f.covar_and_precision()
+        params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
+        img = rasterize(pk, params, f.attenuation.expand(len(sel), -1), rects, W, H)
+        data = ((nuisance_fit(img, tgt, True) - tgt) ** 2).sum() / (tgt ** 2).sum().clamp_min(1e-12)
+        s = f.scales
+        reg = (torch.relu(s - c.max_scale_mm) + torch.relu(c.min_scale_mm - s)).pow(2).sum(-1).mean()
+        return data + c.scale_weight * reg, data
+
+    def _update(self, rep: FrameReport, t0: float) -> None:
+        rep.event = self._maybe_init()
+        if self.field is None:
+            return
+        cand = self._targets()
+        if len(cand) == 0:
+            return
+        c, fc = self.config, self.config.fit
+        new = self.n_frames - 1
+        backup = ([p.detach().clone() for p in self.field.parameters()], copy.deepcopy(self.opt.state_dict()),
+                  self.steps_since_init, self.total_steps, self.gen.get_state(), self.step_time_s,
+                  None if self.ema is None else [e.clone() for e in self.ema])
+        field_before = self.field
+        try:
+            while rep.steps < c.max_steps:
+                spent = time.perf_counter() - t0
+                # an (re)initialisation has spent its frame's time already: no minimum then
+                floor = 0 if rep.event else c.min_steps
+                if rep.steps >= floor and spent + self.step_time_s > c.latency_budget_s:
+                    break
+                ts = time.perf_counter()
+                it = self.steps_since_init
+                if fc.densify_every and it > 0 and it % fc.densify_every == 0 and it <= fc.densify_until:
+                    self.field, _ = densify_prune(self.field, fc)
+                    self.opt, self.ema = _make_opt(self.field, fc), None
+                # the new frame is in every step's mini-batch (when opacified), the rest are random
+                # opacified frames (module docstring: with 1 frame per step, this is what agrees with the batch)
+                first = [new] if new in set(cand.tolist()) else []
+                others = [int(k) for k in cand if k not in first]
+                sel = (first + [others[int(i)] for i in torch.randperm(len(others), generator=self.gen)])[:c.batch_frames]
+                self.opt.zero_grad(set_to_none=True)
+                loss, data = self._loss(sel)
+                loss.backward()
+                self.opt.step()
+                self._update_ema()
+                rep.steps += 1
+                self.steps_since_init += 1
+                self.total_steps += 1
+                rep.data_rel = float(data.detach())
+                dt = time.perf_counter() - ts
+                self.step_time_s = dt if self.step_time_s == 0 else 0.7 * self.step_time_s + 0.3 * dt
+            ok = all(bool(torch.isfinite(p).all()) for p in self.field.parameters())
+            why = "" if ok else "a parameter became NaN/inf"
+        except Exception as e:  # noqa: BLE001 - never crash the stream: roll back and say why
+            ok, why = False, f"{type(e).__name__}: {e}"
+        if not ok:
+            params, opt_state, self.steps_since_init, self.total_steps, gen_state, self.step_time_s, self.ema = backup
+            self.field = field_before
+            with torch.no_grad():
+                for p, q in zip(self.field.parameters(), params):
+                    p.copy_(q)
+            self.opt = _make_opt(self.field, fc)
+            self.opt.load_state_dict(opt_state)
+            self.gen.set_state(gen_state)
+            rep.event, rep.reason, rep.steps = "rollback", why, 0
+            warnings.warn(f"update rolled back ({why}); the frame is kept, the geometry is unchanged",
+                          OnlineFrameWarning, stacklevel=3)
+
+    def _update_ema(self) -> None:
+        d = self.config.ema_decay
+        with torch.no_grad():
+            if self.ema is None or d == 0:
+                self.ema = [p.detach().clone() for p in self.field.parameters()]
+            else:
+                for e, p in zip(self.ema, self.field.parameters()):
+                    e.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def model(self) -> GaussianField | None:
+        """The field the outputs use: the running (Polyak) average of the iterates since the last
+        (re)initialisation or densification, ``ema_decay`` per step (a window of ~20 steps at 0.95),
+        which removes the mini-batch jitter of the last iterate; the iterate itself with ema_decay 0."""
+        if self.field is None or self.ema is None:
+            return self.field
+        m, ls, q, ra = self.ema
+        f = GaussianField(m, ls.exp(), q, torch.nn.functional.softplus(ra))
+        with torch.no_grad():  # exact, not through the exp/log and softplus round trips
+            f.log_scales.copy_(ls)
+            f.raw_atten.copy_(ra)
+        return f
+
+    # ------------------------------------------------------------------------------------------
+    def data_residual(self) -> float:
+        """Relative L2 misfit ||model − data|| / ||data|| of the field over all opacified frames (each
+        with its fitted contrast scale and background plane); NaN before the initialisation."""
+        if self.field is None or not self.n_frames:
+            return float("nan")
+        num = den = 0.0
+        f = self.model()
+        with torch.no_grad():
+            cand = self._targets().tolist()
+            for i in range(0, len(cand), 8):
+                sel = cand[i:i + 8]
+                tgt = torch.stack([self.images[k] for k in sel])
+                _, data = self._loss(sel, f)
+                num += float(data) * float((tgt ** 2).sum())
+                den += float((tgt ** 2).sum())
+        return math.sqrt(num / max(den, 1e-30))
+
+    def study(self) -> Study:
+        """The frames seen so far as a Study (line integrals, background median removed)."""
+        fr = [Frame(im.numpy(), v, t) for im, v, t in zip(self.images, self.frame_view, self.frame_t_s)]
+        return Study(list(self.views), fr, _mode(len(self.views), len(fr)), "line_integral")
+
+    def lumen(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(occupancy [X, Y, Z] in [0, 1], origin_mm [3], lumen level μ_c mm⁻¹) of the current field."""
+        if self.field is None:
+            raise RuntimeError("no geometry yet: the fitter initialises once two views hold an opacified frame")
+        return lumen_occupancy(self.model(), self.config.lumen_mm, rule=self.config.fit.surface_rule)
+
+    def estimate(self, refresh: bool = False) -> OnlineEstimate:
+        """The current Q, velocity, ΔP and FFR with confidences (recomputed when frames arrived since the
+        last estimate, or with ``refresh``). Never raises for a stage that cannot run yet: ``status``
+        says which stage stopped and why."""
+        if self._estimate is not None and self._flow_frames == self.n_frames and not refresh:
+            return self._estimate
+        t0 = time.perf_counter()
+        c = self.config
+        est = OnlineEstimate("waiting for contrast in two views", self.n_frames,
+                             max(self.frame_t_s) if self.frame_t_s else float("nan"), self._n_gauss(),
+                             pa_mmhg=c.pa_mmhg)
+        flow = None
+        if self.field is not None:
+            try:
+                occ, origin, _ = self.lumen()
+                est.data_rel_l2 = self.data_residual()
+                est.geometry_confidence = float(np.clip(1 - est.data_rel_l2 / 0.5, 0, 1)) if math.isfinite(
+                    est.data_rel_l2) else 0.0
+                est.lumen_volume_mm3 = float((occ > 0.5).sum() * c.lumen_mm ** 3)
+                est.status = "geometry only"
+                flow = flow_on_lumen(self.study(), occ, origin, c.lumen_mm)
+                self._fill_flow(est, flow)
+                est.status = "ok"
+            except Exception as e:  # noqa: BLE001 - an estimate is best effort; the reason is reported
+                est.status = f"{est.status}; flow not available ({type(e).__name__}: {e})"
+        est.seconds = time.perf_counter() - t0
+        self._estimate, self._flow, self._flow_frames = est, flow, self.n_frames
+        return est
+
+    def _fill_flow(self, est: OnlineEstimate, flow: LumenFlow) -> None:
+        from scipy.stats import gamma
+
+        from .flow.reduced import ffr
+
+        tr = flow.transit
+        q = float(flow.domain.q_mm3_s[0])
+        q_std = float(tr.q_std_mm3_s[0]) if tr.q_std_mm3_s and math.isfinite(tr.q_std_mm3_s[0]) else q
+        b = tr.bolus
+        coverage = float(gamma.cdf(est.t_latest_s - b["t0_s"], b["alpha"], scale=b["beta_s"]))
+        cq = float(np.clip(1 - tr.rel_residual / 0.3, 0, 1) * math.exp(-(q_std / max(q, 1e-12)) / 0.1) * coverage)
+        a0 = float(np.asarray(flow.areas_mm2[0])[: max(1, len(flow.areas_mm2[0]) // 10)].mean())
+        amin = float(min(np.min(a) for a in flow.areas_mm2))
+        est.q_mm3_s, est.q_confidence = q, cq
+        est.velocity_mean_mm_s = q / a0
+        est.velocity_max_mm_s = 2 * q / amin
+        est.dp_pa = float(flow.dp["dp_pa"])
+        est.dp_mmhg = est.dp_pa / MMHG_PA
+        est.ffr = float(ffr(est.dp_pa, self.config.pa_mmhg))
+        cg = est.geometry_confidence
+        est.velocity_confidence = est.dp_confidence = est.ffr_confidence = cq * cg
+        est.stenosis = flow.lesions
+        est.dp_section_arcs_mm = flow.dp_arcs_mm
+        est.transit = tr.to_dict() | {"coverage": coverage}
+
+    def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
+        """Velocity (mm/s) at world points from the current estimate (quasi-Poiseuille, zero outside
+        the lumen). Raises RuntimeError when no flow estimate is available (see ``estimate().status``)."""
+        self.estimate()
+        if self._flow is None:
+            raise RuntimeError(f"no flow estimate: {self._estimate.status}")
+        return self._flow.velocity_mm_s(points_mm)
+
+    def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
+        """Quasi-Poiseuille pressure (Pa, 0 at the outlet of branch 0; viscous, without the lesion loss
+        that ``estimate().dp_pa`` includes)."""
+        self.estimate()
+        if self._flow is None:
+            raise RuntimeError(f"no flow estimate: {self._estimate.status}")
+        return self._flow.pressure_pa(points_mm)
+
+    # ------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        f = self.field
+        return {
+            "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+            "config": asdict(self.config),
+            "views": [{k: getattr(v, k) for k in VIEW_FIELDS} | {"near_mm": v.near_mm} for v in self.views],
+            "images": torch.stack(self.images) if self.images else None,
+            "frame_view": list(self.frame_view), "frame_t_s": list(self.frame_t_s),
+            "frame_mass": list(self.frame_mass), "frame_snr": list(self.frame_snr),
+            "field": None if f is None else {"means": f.means.detach().clone(), "log_scales": f.log_scales.detach().clone(),
+                                             "quats": f.quats.detach().clone(), "raw_atten": f.raw_atten.detach().clone()},
+            "opt": None if self.opt is None else copy.deepcopy(self.opt.state_dict()),
+            "ema": None if self.ema is None else [e.clone() for e in self.ema],
+            "steps_since_init": self.steps_since_init, "total_steps": self.total_steps, "source": self.source,
+            "init_state": dict(self.init_state), "history": list(self.history), "gen": self.gen.get_state(),
+            "step_time_s": self.step_time_s,
+            "estimate": self._estimate, "flow": self._flow, "flow_frames": self._flow_frames,
+        }
+
+    def snapshot(self, path: str | os.PathLike) -> Path:
+        """Write the whole state to ``path`` atomically (temporary file, then rename)."""
+        from .io.atomic import atomic_file
+
+        path = Path(path)
+        with atomic_file(path, "wb") as fh:
+            torch.save(self._state(), fh)
+        return path
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike) -> "OnlineFitter":
+        """A fitter from a ``snapshot`` file; it continues exactly where the snapshot was taken."""
+        path = Path(path)
+        try:
+            st = torch.load(path, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ValueError(f"snapshot {path} cannot be read ({type(e).__name__}: {e})") from None
+        if not isinstance(st, dict) or st.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"{path} is not a pinngs online snapshot (format {SNAPSHOT_FORMAT!r})")
+        if st.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"{path}: snapshot version {st.get('version')!r}; this pinngs reads {SNAPSHOT_VERSION}")
+        cd = dict(st["config"])
+        cd["fit"] = FitConfig(**cd["fit"])
+        cfg = OnlineConfig(**{k.name: cd[k.name] for k in fields(OnlineConfig) if k.name in cd})
+        self = cls(cfg)
+        self.views = [CArmView(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vd.items()})
+                      for vd in st["views"]]
+        self.images = list(st["images"].unbind(0)) if st["images"] is not None else []
+        self.images = [im.clone() for im in self.images]
+        self.frame_view, self.frame_t_s = list(st["frame_view"]), list(st["frame_t_s"])
+        self.frame_mass, self.frame_snr = list(st["frame_mass"]), list(st["frame_snr"])
+        if st["field"] is not None:
+            fd = st["field"]
+            f = GaussianField(fd["means"], fd["log_scales"].exp(), fd["quats"],
+                              torch.nn.functional.softplus(fd["raw_atten"]))
+            with torch.no_grad():  # bit-exact, not through the exp/log and softplus round trips
+                f.log_scales.copy_(fd["log_scales"])
+                f.raw_atten.copy_(fd["raw_atten"])
+            self.field = f
+            self.opt = _make_opt(f, cfg.fit)
+            self.opt.load_state_dict(st["opt"])
+        self.ema = st["ema"]
+        self.steps_since_init, self.total_steps = st["steps_since_init"], st["total_steps"]
+        self.source, self.init_state, self.history = st["source"], st["init_state"], st["history"]
+        self.gen.set_state(st["gen"])
+        self.step_time_s = st["step_time_s"]
+        self._estimate, self._flow, self._flow_frames = st["estimate"], st["flow"], st["flow_frames"]
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    def write_outputs(self, out: str | os.PathLike, overwrite: bool = False, study_label: str = "online") -> dict:
+        """Write the files of ``pinngs reconstruct`` (gaussians.ply/npz, lumen.npz/stl/obj,
+        centerline.csv, summary.json, report.md/png) for the current state into ``out``, plus the
+        online estimate in summary.json ("online"). Returns the summary."""
+        if self.field is None:
+            raise RuntimeError("nothing to write: no geometry yet (no two views with an opacified frame)")
+        est = self.estimate()
+        occ, origin, mu_c = self.lumen()
+        model = self.model()
+        op = self._opacified_views()
+        tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]),
+                     {"kind": "online-brightest-frame-per-view"})
+        info = {"n_targets": int(len(self._targets())), "targets": tg.info, "targets_mode": "frames",
+                "n_gaussians": len(model), "n_init": None, "seconds_init": 0.0,
+                "seconds_fit": float(sum(h.get("fit_seconds", 0.0) for h in self.history)),
+                "steps": self.total_steps, "data_rel_l2": est.data_rel_l2, "config": asdict(self.config.fit)}
+        res = FitResult(model, tg, mu_c, occ, origin, self.config.lumen_mm, [], info)
+        acc = [h for h in self.history if h.get("accepted")]
+        extra = {"online": {"estimate": est.to_dict(), "source": self.source, "frames_accepted": len(acc),
+                            "frames_skipped": len(self.history) - len(acc), "steps": self.total_steps,
+                            "config": asdict(self.config)}}
+        return _write_outputs(out, res, self.study(), study_label, overwrite, extra)
+
+
+class FolderWatcher:
+    """New frames in a watched folder: a study folder (study.json lists views and frames; a frame is
+    taken once its file reads) or DICOM XA files (*.dcm, taken once their size is stable over two
+    polls). A file that cannot be read ``retries`` polls in a row is skipped with a warning."""
+
+    def __init__(self, folder: Path, retries: int = 3) -> None:
+        self.dir, self.retries = folder, retries
+        self.done: set[str] = set()
+        self.fails: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
+
+    def _failed(self, key: str, why: str) -> None:
+        self.fails[key] = self.fails.get(key, 0) + 1
+        if self.fails[key] >= self.retries:
+            self.done.add(key)
+            warnings.warn(f"skipping {key}: {why}", OnlineFrameWarning, stacklevel=2)
+
+    def poll(self) -> list[tuple]:
+        """[(image [H, W] line integrals, CArmView, t_s, label)] of the frames new since the last poll,
+        in time order."""
+        out = self._poll_study() if (self.dir / "study.json").exists() else []
+        out += self._poll_dicom()
+        return sorted(out, key=lambda x: (x[2], x[3]))
+
+    def _poll_study(self) -> list[tuple]:
+        import imageio.v3 as iio
+
+        try:
+            doc = json.loads((self.dir / "study.json").read_text())
+            views = [CArmView(**{k: (tuple(v[k]) if isinstance(v[k], list) else v[k]) for k in VIEW_FIELDS})
+                     for v in doc["views"]]
+            frames = list(doc["frames"])
+            intensity = doc.get("intensity", "line_integral")
+        except (OSError, ValueError, KeyError, TypeError) as e:  # being written, or broken: retry, then say so
+            self._failed("study.json", f"unreadable ({type(e).__name__}: {e})")
+            if "study.json" in self.done:  # give it another chance on the next change
+                self.done.discard("study.json")
+                self.fails["study.json"] = 0
+            return []
+        masks = {int(m["view"]): m["file"] for m in doc.get("masks") or [] if "view" in m and "file" in m}
+        out = []
+        for k, fr in enumerate(frames):
+            key = str(fr.get("file", f"frames[{k}]"))
+            if key in self.done or not (self.dir / key).is_file():
+                continue
+            try:
+                vi, t = int(fr["view"]), float(fr["t_s"])
+                view = views[vi]
+                img = np.asarray(iio.imread(self.dir / key), dtype=np.float32)
+                if img.ndim != 2 or img.size == 0:
+                    raise ValueError(f"expected one 2D image, read an array of shape {img.shape}")
+                if intensity == "raw":
+                    mask = np.asarray(iio.imread(self.dir / masks[vi]), dtype=np.float32)
+                    img = Study([view], [Frame(img, 0, t)], "single", "raw", {0: mask}).line_integrals()[0]
+            except Exception as e:  # noqa: BLE001 - a partial or corrupt file: retry, then skip with a warning
+                self._failed(key, f"{type(e).__name__}: {e}")
+                continue
+            self.done.add(key)
+            out.append((img, view, t, key))
+        return out
+
+    def _poll_dicom(self) -> list[tuple]:
+        from .io.dicom import read_xa
+
+        out = []
+        for q in sorted(self.dir.iterdir()):
+            if q.suffix.lower() not in (".dcm", ".dicom") or not q.is_file() or q.name in self.done:
+                continue
+            size = q.stat().st_size
+            if self.sizes.get(q.name) != size:  # still growing (or new): look again next poll
+                self.sizes[q.name] = size
+                continue
+            try:
+                st = read_xa([q])
+                imgs = st.line_integrals()
+            except Exception as e:  # noqa: BLE001 - DicomError or a truncated file: retry, then skip
+                self._failed(q.name, f"{type(e).__name__}: {e}")
+                continue
+            self.done.add(q.name)
+            out += [(im, st.views[f.view], f.t_s, f"{q.name}[{k}]") for k, (im, f) in enumerate(zip(imgs, st.frames))]
+        return out
+
+
+
+def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: str, overwrite: bool,
+                   extra: dict) -> dict:
+    """The output files of ``recon.pipeline.reconstruct`` from a FitResult, written into ``out/.writing``
+    and moved into place only when all exist. It calls the pipeline's writers (PLY, report) and
+    post-processing; the sequence mirrors the end of ``reconstruct``, which has no separate writer yet."""
+    import shutil
+
+    from .recon.centerline import extract_centerline, grade_stenosis, murray_deviation, write_centerline_csv
+    from .recon.pipeline import _json_default, _report, write_ply
+    from .recon.surface import mask_to_mesh
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a folder")
+    if out.exists() and any(p.name != ".writing" for p in out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output folder {out} is not empty; choose another or allow overwriting")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".writing"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        write_ply(tmp / "gaussians.ply", res)
+        f = res.field
+        with torch.no_grad():
+            np.savez(tmp / "gaussians.npz", means_mm=f.means.numpy(), scales_mm=f.scales.numpy(),
+                     quats_wxyz=torch.nn.functional.normalize(f.quats, dim=-1).numpy(),
+                     atten_per_mm=f.attenuation.numpy(), lumen_level_per_mm=res.lumen_level,
+                     note="world mm (DESIGN.md); mu(x) = sum_i atten_i exp(-1/2 d^T R diag(1/s^2) R^T d)")
+        occ8 = np.round(res.occupancy * 255).astype(np.uint8)
+        np.savez_compressed(tmp / "lumen.npz", occupancy=occ8, origin_mm=res.origin_mm, spacing_mm=res.spacing_mm,
+                            note="occupancy/255 = voxelized Gaussians / lumen level, clipped; 0.5 = the lumen surface")
+        mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
+        mesh.export(tmp / "lumen.stl")
+        mesh.export(tmp / "lumen.obj")
+        branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
+        write_centerline_csv(tmp / "centerline.csv", branches)
+        summary = {
+            "format": "pinngs-reconstruction", "version": 1, "study": label, "study_meta": study.meta,
+            "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames), "n_gaussians": len(f),
+            "lumen_level_per_mm": res.lumen_level,
+            "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
+            "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                        "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
+            "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
+            "stenosis": grade_stenosis(branches), "murray": murray_deviation(branches), "fit": res.info,
+            "seconds_total": time.perf_counter() - t0,
+        } | extra
+        _report(tmp, res, branches, summary)
+        summary["seconds_total"] = time.perf_counter() - t0
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        for q in sorted(tmp.iterdir()):
+            os.replace(q, out / q.name)
+        tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
