@@ -459,14 +459,14 @@ def _linear_finder(m1):
 
 
 def solve_tet(ph: Phantom, q_mm3_s: float, n_per_radius: float = 3.0, rho: float = RHO_BLOOD, mu: float = MU_BLOOD,
-              tol: float = 1e-7, max_iter: int = 40, newton_switch: float = 0.1, curved: bool = True,
-              mesh: TetMesh | None = None, ramp: tuple[float, ...] | None = None,
+              tol: float = 1e-7, max_iter: int = 80, newton_switch: float = 0.1, curved: bool = True,
+              mesh: TetMesh | None = None, ramp: tuple[float, float, float] = (0.25, 0.25, 0.01),
               verbose: bool = False) -> TetFlow:
     """Steady Navier-Stokes in the phantom's lumen on tetrahedra (see the module doc).
 
-    The flow rate is ramped through ``ramp`` (fractions of Q), each level starting from the last
-    one's solution (Newton from the second level on). The default tries Q at once (at most 12
-    iterations) and falls back to the ramp (0.25, 0.5, 0.75, 1) Q. Raises RuntimeError if the iteration does not
+    Newton at Q from the Stokes solution first. If that does not converge within 8 iterations, the
+    flow rate is continued adaptively: ``ramp`` = (first fraction of Q, first step, smallest step);
+    a step that fails is halved, one that converges grows by 1.5x. Raises RuntimeError if it does not
     converge in ``max_iter`` iterations in all."""
     from skfem import Basis, ElementTetP1, ElementTetP2, ElementVector, asm, condense, solve
 
@@ -503,24 +503,18 @@ def solve_tet(ph: Phantom, q_mm3_s: float, n_per_radius: float = 3.0, rho: float
         K = sp.bmat([[Kuu, B.T], [B, None]], format="csr")
         return solve(*condense(K, np.concatenate([rhs_u, np.zeros(npr)]), x=x_bc, D=D))
 
-    if ramp is None:  # Newton straight at Q first; if that fails, ramp the flow rate up
-        try:
-            return solve_tet(ph, q_mm3_s, n_per_radius, rho, mu, tol, 12, newton_switch, curved, tm, (1.0,), verbose)
-        except RuntimeError:
-            ramp = (0.25, 0.5, 0.75, 1.0)
     t_asm = time.perf_counter()
-    x_bc[:] = 0.0
-    x_bc[:nu] = ramp[0] * u_bc
-    x = linear_solve(A, np.zeros(nu))
+    x = linear_solve(A, np.zeros(nu))  # Stokes at Q
     t_stokes = time.perf_counter() - t_asm
-    u = x[:nu]
-    history, converged, it = [], False, 0
-    # continuation in the flow rate: each level starts from the previous level's solution
-    for level, frac in enumerate(ramp):
+    history, it = [], 0
+
+    def iterate(frac: float, u0: np.ndarray, picard_first: bool, cap: int, final: bool):
+        """Picard/Newton at frac * Q from u0: (x, converged)."""
+        nonlocal it
         x_bc[:nu] = frac * u_bc
-        last = level == len(ramp) - 1
-        mode, converged = "picard" if level == 0 and len(ramp) > 1 else "newton", False
-        while it < max_iter:
+        u, xk, mode, n = u0, None, "picard" if picard_first else "newton", 0
+        while n < cap and it < max_iter:
+            n += 1
             it += 1
             wind = ub.interpolate(u)
             C = asm(convection, ub, wind=wind)
@@ -529,20 +523,44 @@ def solve_tet(ph: Phantom, q_mm3_s: float, n_per_radius: float = 3.0, rho: float
             else:
                 x_new = linear_solve(A + C, np.zeros(nu))
             rel = float(np.linalg.norm(x_new[:nu] - u) / max(np.linalg.norm(x_new[:nu]), 1e-300))
-            history.append((f"{mode}@{frac:g}Q", rel))
+            if not np.isfinite(rel):
+                return xk, False
+            history.append((f"{mode}@{frac:.3g}Q", rel))
             if verbose:
-                print(f"  iter {it:2d} {mode:6s} Q x {frac:g}: rel update {rel:.3e} "
+                print(f"  iter {it:2d} {mode:6s} Q x {frac:.3g}: rel update {rel:.3e} "
                       f"({time.perf_counter() - t0:.1f} s)", flush=True)
-            x, u = x_new, x_new[:nu]
-            if rel < (tol if last else max(tol, 1e-4)):
-                converged = True
-                break
+            xk, u = x_new, x_new[:nu]
+            if rel < (tol if final else max(tol, 1e-5)):
+                return xk, True
             if mode == "picard" and rel < newton_switch:
                 mode = "newton"
-            elif mode == "newton" and len(history) >= 2 and history[-2][0] == history[-1][0] and rel > history[-2][1]:
-                mode = "picard"
-        if not converged:
-            break
+            elif mode == "newton" and n >= 3 and rel > 0.5:
+                return xk, False  # Newton is not contracting: give up on this step
+        return xk, False
+
+    # 1. Newton straight at Q from Stokes (enough for moderate Reynolds numbers)
+    xq, converged = iterate(1.0, x[:nu], False, 8, True)
+    if converged:
+        x = xq
+    else:
+        # 2. adaptive continuation in the flow rate: a step that fails is halved, one that
+        #    converges grows by 1.5x; every level starts from the last converged solution
+        x_bc[:nu] = ramp[0] * u_bc
+        x = linear_solve(A, np.zeros(nu))
+        x, ok = iterate(ramp[0], x[:nu], True, 20, False)
+        done, step = ramp[0], ramp[1]
+        while ok and it < max_iter:
+            target = min(1.0, done + step)
+            xt, good = iterate(target, x[:nu], False, 8, target == 1.0)
+            if good:
+                x, done, step = xt, target, step * 1.5
+                if done == 1.0:
+                    converged = True
+                    break
+            else:
+                step /= 2
+                if step < ramp[2]:
+                    break
     re_in = 2 * rho * q_mm3_s / (math.pi * cin.radius_mm * mu)
     if not converged:
         raise RuntimeError(
