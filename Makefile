@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pinngs-installed
 NVCC   ?= $(shell command -v nvcc 2>/dev/null)
 
-.PHONY: setup demo render-demo test test-slow check-cuda bench bench-quick bench-simulate bench-reconstruct bench-flow clean
+.PHONY: setup demo render-demo test test-slow check-cuda bench bench-quick bench-simulate bench-reconstruct bench-flow bench-online bench-cfd bench-cfd-quick clean
 DEMO_PRESET ?= stenosis70-4view
 
 setup: $(STAMP)
@@ -63,6 +63,17 @@ bench-reconstruct: $(STAMP)
 # uses the reconstructions bench-reconstruct leaves in benchmarks/.cache (runs them if missing)
 bench-flow: $(STAMP)
 	$(PY) benchmarks/bench_flow.py
+
+bench-online: $(STAMP)
+	$(PY) benchmarks/bench_online.py
+
+# CFD comparison (issue 6): references (analytic / scikit-fem with mesh convergence), pinngs on
+# simulated DSA at 2 and 4 views, Young-Tsai -> benchmarks/results/cfd/ (quick: results/cfd/quick/)
+bench-cfd-quick: $(STAMP)
+	$(PY) benchmarks/cfd/run.py --quick
+
+bench-cfd: $(STAMP)
+	$(PY) benchmarks/cfd/run.py --full
 
 clean:
 	rm -rf build *.egg-info pinngs/_C*.so out
