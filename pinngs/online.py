@@ -965,16 +965,12 @@ class FolderWatcher:
 
 def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: str, overwrite: bool,
                    extra: dict) -> dict:
-    """The output files of ``recon.pipeline.reconstruct`` from a FitResult, written into ``out/.writing``
-    and moved into place only when all exist. It calls the pipeline's writers (PLY, report) and
-    post-processing; the sequence mirrors the end of ``reconstruct``, which has no separate writer yet."""
+    """The output files of ``recon.pipeline.reconstruct`` from a FitResult (its ``write_outputs``),
+    into ``out``, which must be empty unless ``overwrite``."""
     import shutil
 
-    from .recon.centerline import extract_centerline, grade_stenosis, murray_deviation, write_centerline_csv
-    from .recon.pipeline import _json_default, _report, write_ply
-    from .recon.surface import mask_to_mesh
+    from .recon.pipeline import write_outputs
 
-    t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a folder")
@@ -983,44 +979,4 @@ def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: 
             raise FileExistsError(f"output folder {out} is not empty; choose another or allow overwriting")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".writing"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        write_ply(tmp / "gaussians.ply", res)
-        f = res.field
-        with torch.no_grad():
-            np.savez(tmp / "gaussians.npz", means_mm=f.means.numpy(), scales_mm=f.scales.numpy(),
-                     quats_wxyz=torch.nn.functional.normalize(f.quats, dim=-1).numpy(),
-                     atten_per_mm=f.attenuation.numpy(), lumen_level_per_mm=res.lumen_level,
-                     note="world mm (DESIGN.md); mu(x) = sum_i atten_i exp(-1/2 d^T R diag(1/s^2) R^T d)")
-        occ8 = np.round(res.occupancy * 255).astype(np.uint8)
-        np.savez_compressed(tmp / "lumen.npz", occupancy=occ8, origin_mm=res.origin_mm, spacing_mm=res.spacing_mm,
-                            note="occupancy/255 = voxelized Gaussians / lumen level, clipped; 0.5 = the lumen surface")
-        mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
-        mesh.export(tmp / "lumen.stl")
-        mesh.export(tmp / "lumen.obj")
-        branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
-        write_centerline_csv(tmp / "centerline.csv", branches)
-        summary = {
-            "format": "pinngs-reconstruction", "version": 1, "study": label, "study_meta": study.meta,
-            "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames), "n_gaussians": len(f),
-            "lumen_level_per_mm": res.lumen_level,
-            "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
-            "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                        "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
-            "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
-            "stenosis": grade_stenosis(branches), "murray": murray_deviation(branches), "fit": res.info,
-            "seconds_total": time.perf_counter() - t0,
-        } | extra
-        _report(tmp, res, branches, summary)
-        summary["seconds_total"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-        for q in sorted(tmp.iterdir()):
-            os.replace(q, out / q.name)
-        tmp.rmdir()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return summary
+    return write_outputs(out, res, study, label, extra=extra)

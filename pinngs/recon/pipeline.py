@@ -170,13 +170,65 @@ def _report(tmp: Path, res: FitResult, branches: list[np.ndarray], summary: dict
     (tmp / "report.md").write_text("\n".join(lines))
 
 
+def write_outputs(out: Path, res: FitResult, study: Study, study_label: str, t0: float | None = None,
+                  extra: dict | None = None) -> dict:
+    """Write the reconstruction's files (gaussians.ply/.npz, lumen.npz/.stl/.obj, centerline.csv,
+    summary.json, report) into the existing folder ``out``: all go to ``out/.writing`` first and are
+    moved into place only when every one exists. ``extra`` is merged into summary.json. Used by
+    ``reconstruct`` and by the online fitter."""
+    from .centerline import extract_centerline, grade_stenosis, murray_deviation, write_centerline_csv
+    from .surface import mask_to_mesh
+
+    t0 = time.perf_counter() if t0 is None else t0
+    tmp = out / ".writing"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        write_ply(tmp / "gaussians.ply", res)
+        f = res.field
+        with torch.no_grad():
+            np.savez(tmp / "gaussians.npz", means_mm=f.means.numpy(), scales_mm=f.scales.numpy(),
+                     quats_wxyz=torch.nn.functional.normalize(f.quats, dim=-1).numpy(),
+                     atten_per_mm=f.attenuation.numpy(), lumen_level_per_mm=res.lumen_level,
+                     note="world mm (DESIGN.md); mu(x) = sum_i atten_i exp(-1/2 d^T R diag(1/s^2) R^T d)")
+        occ8 = np.round(res.occupancy * 255).astype(np.uint8)
+        np.savez_compressed(tmp / "lumen.npz", occupancy=occ8, origin_mm=res.origin_mm, spacing_mm=res.spacing_mm,
+                            note="occupancy/255 = voxelized Gaussians / lumen level, clipped; 0.5 = the lumen surface")
+        mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
+        mesh.export(tmp / "lumen.stl")
+        mesh.export(tmp / "lumen.obj")
+        branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
+        write_centerline_csv(tmp / "centerline.csv", branches)
+        lesions = grade_stenosis(branches)
+        murray = murray_deviation(branches)
+        summary = {
+            "format": "pinngs-reconstruction", "version": 1, "study": study_label,
+            "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
+            "n_gaussians": len(f), "lumen_level_per_mm": res.lumen_level,
+            "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
+            "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                        "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
+            "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
+            "stenosis": lesions, "murray": murray, "fit": res.info,
+            "seconds_total": time.perf_counter() - t0,
+        } | (extra or {})
+        _report(tmp, res, branches, summary)
+        summary["seconds_total"] = time.perf_counter() - t0
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        for q in sorted(tmp.iterdir()):
+            os.replace(q, out / q.name)
+        tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
 def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: FitConfig | None = None,
                 overwrite: bool = False, resume: bool = False, progress: bool = True,
                 stop_after: int | None = None) -> dict | None:
     """Run the whole batch reconstruction; returns the summary (None if ``stop_after`` stopped it)."""
-    from .centerline import extract_centerline, grade_stenosis, murray_deviation, write_centerline_csv
-    from .surface import mask_to_mesh
-
     t0 = time.perf_counter()
     out = Path(out)
     ckpt = out / "checkpoint.pt"
@@ -209,48 +261,7 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
         raise
     if res is None:
         return None
-    tmp = out / ".writing"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        write_ply(tmp / "gaussians.ply", res)
-        f = res.field
-        with torch.no_grad():
-            np.savez(tmp / "gaussians.npz", means_mm=f.means.numpy(), scales_mm=f.scales.numpy(),
-                     quats_wxyz=torch.nn.functional.normalize(f.quats, dim=-1).numpy(),
-                     atten_per_mm=f.attenuation.numpy(), lumen_level_per_mm=res.lumen_level,
-                     note="world mm (DESIGN.md); mu(x) = sum_i atten_i exp(-1/2 d^T R diag(1/s^2) R^T d)")
-        occ8 = np.round(res.occupancy * 255).astype(np.uint8)
-        np.savez_compressed(tmp / "lumen.npz", occupancy=occ8, origin_mm=res.origin_mm, spacing_mm=res.spacing_mm,
-                            note="occupancy/255 = voxelized Gaussians / lumen level, clipped; 0.5 = the lumen surface")
-        mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
-        mesh.export(tmp / "lumen.stl")
-        mesh.export(tmp / "lumen.obj")
-        branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
-        write_centerline_csv(tmp / "centerline.csv", branches)
-        lesions = grade_stenosis(branches)
-        murray = murray_deviation(branches)
-        summary = {
-            "format": "pinngs-reconstruction", "version": 1, "study": str(study_path),
-            "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
-            "n_gaussians": len(f), "lumen_level_per_mm": res.lumen_level,
-            "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
-            "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                        "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
-            "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
-            "stenosis": lesions, "murray": murray, "fit": res.info,
-            "seconds_total": time.perf_counter() - t0,
-        }
-        _report(tmp, res, branches, summary)
-        summary["seconds_total"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-        for q in sorted(tmp.iterdir()):
-            os.replace(q, out / q.name)
-        tmp.rmdir()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    summary = write_outputs(out, res, study, str(study_path), t0)
     if ckpt.exists():
         ckpt.unlink()
     return summary
