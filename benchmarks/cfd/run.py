@@ -272,6 +272,12 @@ def write_readme(res: dict, out: Path) -> str:
          "Reproduce: `python benchmarks/cfd/run.py --quick` (CI subset) or `--full` (all cases, pinngs at 2 and 4 "
          "views, 1000+1000 PINN steps). Sim/reconstruction caches: `benchmarks/.cache/cfd/` (and the registry "
          "presets' `benchmarks/.cache/` of bench_reconstruct.py).", "",
+         "Runtime (measured 2026-12-01). `--quick`: 340 s and 249 s in two fresh clones (no cache; 2 simulations and "
+         "reconstructions included; 2-core Intel Xeon). `--full` has not been timed end to end: its parts "
+         "above took 3130 + 606 + 1220 + 509 s on a shared CPU with `--steps 500` and the registry presets' "
+         "caches warm (the other entries are reruns). An estimate for one cold `--full` run with the default "
+         "1000 + 1000 PINN steps on an idle 2-core CPU, from those parts: about 2 h (16 simulations and "
+         "reconstructions at ~3 min, 16 PINN fits at ~2–5 min, references ~10 min).", "",
          "## Summary: ΔP error against the reference, pinngs vs Young–Tsai", "",
          "ΔP between the first and last flux sections of branch 0 of each reconstruction (pinngs: work-energy "
          "balance of the PINN velocity; Young–Tsai: Poiseuille + Young–Tsai on the same reconstruction and the "
