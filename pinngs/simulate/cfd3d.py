@@ -55,8 +55,16 @@ class Cap:
     branch: int
 
 
-def _tangents(pts: np.ndarray) -> np.ndarray:
+def _tangents(pts: np.ndarray, sigma_mm: float = 0.0) -> np.ndarray:
+    """Unit tangents [P, 3]; with ``sigma_mm`` > 0 of the centerline smoothed by a Gaussian of that
+    width along the arc (measured centerlines kink at their point spacing: a section plane turning
+    faster than R per unit arc makes neighbouring sections of the loft cross each other)."""
     t = np.gradient(pts, axis=0)
+    if sigma_mm > 0 and len(pts) > 2:
+        from scipy.ndimage import gaussian_filter1d
+
+        step = float(np.linalg.norm(np.diff(pts, axis=0), axis=1).mean())
+        t = gaussian_filter1d(t, sigma_mm / max(step, 1e-9), axis=0, mode="nearest")
     return t / np.linalg.norm(t, axis=1, keepdims=True)
 
 
@@ -79,7 +87,7 @@ def _sections(b: Branch, max_step_mm: float, tol: float = 0.01, max_turn_deg: fl
     (relative) of its linear interpolation between kept sections, the axis turning by at most
     ``max_turn_deg`` between them, and at most ``max_step_mm`` of arc apart."""
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b.points_mm, axis=0), axis=1))])
-    tan = _tangents(b.points_mm)
+    tan = _tangents(b.points_mm, float(np.mean(b.radii_mm)))
     r = b.radii_mm
     keep = [0]
     i = 1
@@ -102,16 +110,17 @@ def _sections(b: Branch, max_step_mm: float, tol: float = 0.01, max_turn_deg: fl
 def _topology(ph: Phantom) -> tuple[list[np.ndarray], list[Cap]]:
     """Junction points (where a branch other than 0 starts, with the parent radius there) and caps."""
     junctions, caps = [], []
-    p0, d0, r0 = ph.inlet
-    caps.append(Cap(p0.astype(float), -d0, r0, 0))
+    b0 = ph.branches[0]
+    d0 = _tangents(b0.points_mm, float(np.mean(b0.radii_mm)))[0]  # the loft's first section plane
+    caps.append(Cap(b0.points_mm[0].astype(float), -d0, float(b0.radii_mm[0]), 0))
     starts = [b.points_mm[0] for b in ph.branches]
     for bi, b in enumerate(ph.branches):
         end = b.points_mm[-1]
         if any(np.linalg.norm(end - s) < b.radii_mm[-1] for j, s in enumerate(starts) if j != bi and j != 0):
             junctions.append((end, float(b.radii_mm[-1])))
         else:
-            d = b.points_mm[-1] - b.points_mm[-2]
-            caps.append(Cap(end.astype(float), d / np.linalg.norm(d), float(b.radii_mm[-1]), bi))
+            d = _tangents(b.points_mm, float(np.mean(b.radii_mm)))[-1]
+            caps.append(Cap(end.astype(float), d, float(b.radii_mm[-1]), bi))
     return junctions, caps
 
 
@@ -125,7 +134,7 @@ def build_geometry(ph: Phantom, max_step_mm: float = 10.0):
     for b in ph.branches:
         keep = _sections(b, max_step_mm)
         pts, rad = b.points_mm[keep], b.radii_mm[keep]
-        tan = _tangents(b.points_mm)[keep]
+        tan = _tangents(b.points_mm, float(np.mean(b.radii_mm)))[keep]
         xs = _transported_x(tan)
         wires = []
         for p, r, t, x in zip(pts, rad, tan, xs):
