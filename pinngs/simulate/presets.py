@@ -64,9 +64,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            lambda: straight_vessel("stenosis50", severity=0.5),
            Acquisition("rotational", secondary_deg=5.0), flow="fem",
            bolus={"t0_s": 0.2, "alpha": 3.0, "beta_s": 0.5}),
-    Preset("aneurisk-4view", "real ICA centerline (AneuRisk C0015, 40 mm), 4-view cine (centerline-Poiseuille)",
+    Preset("aneurisk-4view", "real ICA centerline (AneuRisk C0015, 40 mm), 4-view cine (3D tetrahedral Navier-Stokes)",
            lambda: aneurisk_vessel(DATA / "aneurisk" / "C0015_centerlines.csv", branch=0, length_mm=40.0,
-                                   name="aneurisk_C0015"), Acquisition("multiview", FOUR)),
+                                   name="aneurisk_C0015"), Acquisition("multiview", FOUR), flow="tet"),
 ]}
 
 
