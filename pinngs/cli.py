@@ -19,6 +19,7 @@ estimates and writes the outputs of ``reconstruct`` to OUT when it stops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -179,6 +180,8 @@ def cmd_watch(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(args, name)}")
     try:
         cfg = OnlineConfig(latency_budget_s=args.budget_s, threads=args.threads, seed=args.seed)
+        if args.steps:  # a fixed amount of work per frame: reproducible, whatever the machine's speed
+            cfg = dataclasses.replace(cfg, min_steps=args.steps, max_steps=args.steps)
         cfg.validate()
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -217,6 +220,8 @@ def cmd_watch(args: argparse.Namespace) -> None:
                 if args.max_frames and accepted >= args.max_frames:
                     stop = "max-frames"
                     break
+                if new:  # idle time counts from the end of the last work, not from when it arrived
+                    last_new = time.monotonic()
                 if not new and time.monotonic() - last_new > args.idle_timeout_s:
                     break
                 if not new:
@@ -284,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("dir", help="a study folder being written (study.json + frames/) or a folder receiving .dcm files")
     w.add_argument("-o", "--output", required=True, help="output folder for the reconstruct outputs (written at stop)")
     w.add_argument("--budget-s", type=float, default=0.35, help="latency budget per frame (s, default 0.35)")
+    w.add_argument("--steps", type=int, default=0,
+                   help="exactly this many fit steps per frame, whatever the budget (reproducible runs; 0: use the budget)")
     w.add_argument("--max-frames", type=int, default=0, help="stop after this many accepted frames (0: no limit)")
     w.add_argument("--idle-timeout-s", type=float, default=30.0, help="stop when no new file appeared for this long")
     w.add_argument("--poll-s", type=float, default=0.2, help="seconds between looks at DIR")

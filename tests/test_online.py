@@ -295,7 +295,8 @@ def test_watch_processes_a_folder_as_files_appear(cine, tmp_path, capsys):
     out = tmp_path / "out"
     try:
         rc = main(["watch", str(watched), "-o", str(out), "--idle-timeout-s", "2", "--poll-s", "0.05",
-                   "--budget-s", "0.05", "--estimate-every", "0", "--snapshot", str(tmp_path / "w.pt")])
+                   "--budget-s", "0.05", "--steps", "20", "--estimate-every", "0",
+                   "--snapshot", str(tmp_path / "w.pt")])
     finally:
         th.join()
     cap = capsys.readouterr()
