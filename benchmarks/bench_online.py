@@ -40,15 +40,8 @@ REL_TARGET = 0.10
 BIPLANE = ("tube-biplane", "stenosis50-biplane", "curved-biplane")
 QUICK = ["stenosis50-biplane"]
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(HERE))
+from bench_flow import _cpu_name  # noqa: E402  (one machine-name reader for all benchmarks)
 
 
 def _load() -> list[float]:
