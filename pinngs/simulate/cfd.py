@@ -26,6 +26,25 @@ MU_BLOOD = 3.5e-3  # Pa s = g/(mm s)
 _I32 = np.exp(0.75j * np.pi)  # i^{3/2}
 
 
+def sparse_solver():
+    """The direct solver for the FEM saddle-point systems, as a scikit-fem ``solver``.
+
+    Intel MKL PARDISO (``pypardiso``) when it is installed: multithreaded, and on the 3D
+    Taylor-Hood systems about 7x faster than SciPy's SuperLU (0.36 s against 2.4 s for 13.7k
+    unknowns on 2 cores), which is what lets the 3D eccentric stenosis be meshed finely enough to
+    converge. SciPy's ``spsolve`` (SuperLU) otherwise. Both are exact direct solvers; the choice
+    changes only the time."""
+    try:
+        import pypardiso
+    except ImportError:  # pragma: no cover - pypardiso is in the requirements
+        return None  # scikit-fem's default, scipy.sparse.linalg.spsolve
+
+    def solver(A, b, **kwargs):
+        return pypardiso.spsolve(sp.csr_matrix(A), np.asarray(b, dtype=float))
+
+    return solver
+
+
 # ----------------------------------------------------------------------------------------------
 # analytic flows
 # ----------------------------------------------------------------------------------------------
@@ -421,7 +440,7 @@ def solve_axisymmetric(z_mm: np.ndarray, radius_mm: np.ndarray, q_mm3_s: float, 
     def linear_solve(Kuu, rhs_u):
         K = sp.bmat([[Kuu, B.T], [B, None]], format="csr")
         rhs = np.concatenate([rhs_u, np.zeros(npr)])
-        return solve(*condense(K, rhs, x=x_bc, D=D))
+        return solve(*condense(K, rhs, x=x_bc, D=D), solver=sparse_solver())
 
     history = []
     x = linear_solve(A, np.zeros(nu))  # Stokes

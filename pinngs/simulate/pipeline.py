@@ -77,7 +77,7 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
     if pre.flow == "fem":
         flow = axisymmetric_fem(ph, fo, flow_mm, fshape, pre.q_mm3_s)
     elif pre.flow == "tet":
-        flow = tet_fem(ph, fo, flow_mm, fshape, pre.q_mm3_s)
+        flow = tet_fem(ph, fo, flow_mm, fshape, pre.q_mm3_s, n_per_radius=pre.tet_n_per_radius)
     else:
         flow = centerline_poiseuille(ph, fo, flow_mm, fshape, pre.q_mm3_s)
     steps.update()

@@ -38,6 +38,7 @@ class Preset:
     acquisition: Acquisition
     q_mm3_s: float = 1000.0  # 1 ml/s: a coronary at rest-to-moderate flow
     flow: Literal["fem", "tet", "centerline"] = "centerline"  # axisymmetric FEM, 3D tetrahedral FEM, Poiseuille
+    tet_n_per_radius: float = 2.0  # "tet": tetrahedra per local radius (cfd3d.mesh_lumen)
     bolus: dict = field(default_factory=lambda: {"t0_s": 0.1, "alpha": 3.0, "beta_s": 0.2})
     mu_peak_per_mm: float = 0.06  # attenuation of undiluted contrast in the lumen
     noise: dict = field(default_factory=lambda: {"photons_per_pixel": 2e4, "blur_sigma_px": 0.7,
@@ -54,12 +55,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            lambda: straight_vessel("stenosis50", severity=0.5), Acquisition("biplane", BIPLANE), flow="fem"),
     Preset("stenosis70-4view", "axisymmetric 70 % stenosis (6 mm long), 4-view cine",
            lambda: straight_vessel("stenosis70", severity=0.7), Acquisition("multiview", FOUR), flow="fem"),
-    Preset("eccentric60-4view", "eccentric 60 % stenosis, 4-view cine (centerline-Poiseuille flow)",
-           lambda: straight_vessel("eccentric60", severity=0.6, eccentric_mm=0.45), Acquisition("multiview", FOUR)),
+    Preset("eccentric60-4view", "eccentric 60 % stenosis, 4-view cine (3D tetrahedral Navier-Stokes)",
+           lambda: straight_vessel("eccentric60", severity=0.6, eccentric_mm=0.45), Acquisition("multiview", FOUR),
+           flow="tet", tet_n_per_radius=2.5),
     Preset("bifurcation-4view", "Murray bifurcation, 60° angle, 4-view cine (3D tetrahedral Navier-Stokes)",
            lambda: bifurcation("bifurcation", angle_deg=60.0), Acquisition("multiview", FOUR), flow="tet"),
-    Preset("curved-biplane", "curved vessel (25 mm bend radius, 90°), biplane cine (centerline-Poiseuille)",
-           lambda: curved_vessel("curved"), Acquisition("biplane", BIPLANE)),
+    Preset("curved-biplane", "curved vessel (25 mm bend radius, 90°), biplane cine (3D tetrahedral Navier-Stokes)",
+           lambda: curved_vessel("curved"), Acquisition("biplane", BIPLANE), flow="tet"),
     Preset("stenosis50-rotational", "axisymmetric 50 % stenosis, rotational sweep 133 frames / 200° / 4 s",
            lambda: straight_vessel("stenosis50", severity=0.5),
            Acquisition("rotational", secondary_deg=5.0), flow="fem",
