@@ -56,7 +56,10 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     lies within half a point spacing of that point's normal plane; the area is the collected volume
     over the point spacing. This is the area the flow sees, unlike π R² with the inscribed-sphere
     radius, which underestimates it wherever the section is not a circle (2-view reconstructions
-    tend to round squares).
+    tend to round squares). That underestimate is a floor, though: a plane through the centre of the
+    maximum inscribed sphere cuts its great disk, so the area is never below π R². Where the voxels
+    went to another branch's points (near a junction: a short side branch collected ~0 mm², and
+    its quasi-Poiseuille velocity came out at 3 m/s) the floor π R² is used.
     """
     from scipy.spatial import cKDTree
 
@@ -87,7 +90,9 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     for b in branches:
         a = area[i:i + len(b)]
         step = float(np.median(DS[i:i + len(b)])) if len(b) > 1 else spacing_mm
-        out.append(gaussian_filter1d(a, 2.0 * spacing_mm / max(step, 1e-9), mode="nearest") if len(a) > 3 else a)
+        a = gaussian_filter1d(a, 2.0 * spacing_mm / max(step, 1e-9), mode="nearest") if len(a) > 3 else a
+        b = np.asarray(b, float)
+        out.append(np.maximum(a, np.pi * b[:, 3] ** 2) if b.shape[1] > 3 else a)
         i += len(b)
     return out
 
