@@ -56,12 +56,26 @@ def truth_section_pressure(P, fo, fh, sec) -> float:
     return float((pv * sec.weights_mm2).sum() / max((m * sec.weights_mm2).sum(), 1e-12))
 
 
-def run_preset(name: str, cache: Path, steps: int) -> dict:
-    from pinngs.flow.reduced import ffr, reduced_order_dp
+def transit_on_reconstruction(sim: Path, rec: Path):
+    """The flow pipeline's first stages on a `pinngs reconstruct` output: (centerline branches, lumen
+    occupancy, origin_mm, spacing_mm, section areas, graded lesions, TransitFit upstream of them)."""
     from pinngs.flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
-    from pinngs.pinn.steady import SteadyConfig, build_domain, dp_work_energy, fit_steady_flow, section_mean_pressure
     from pinngs.recon.centerline import grade_stenosis, read_centerline_csv
     from pinngs.recon.pipeline import load_any_study
+
+    study = load_any_study(sim)
+    br = read_centerline_csv(rec / "centerline.csv")
+    lum = np.load(rec / "lumen.npz")
+    occ, origin, h = lum["occupancy"], lum["origin_mm"], float(lum["spacing_mm"])
+    areas = section_areas(br, occ, origin, h)
+    lesions = grade_stenosis(br)
+    tr = fit_transit(upstream_of_lesions(time_intensity_curves(study, br, areas_mm2=areas), lesions))
+    return br, occ, origin, h, areas, lesions, tr
+
+
+def run_preset(name: str, cache: Path, steps: int) -> dict:
+    from pinngs.flow.reduced import ffr, reduced_order_dp
+    from pinngs.pinn.steady import SteadyConfig, build_domain, dp_work_energy, fit_steady_flow, section_mean_pressure
 
     sim, rec = cache / "sim" / name, cache / "recon" / name
     if not (sim / "truth" / "truth.json").exists():
@@ -73,14 +87,7 @@ def run_preset(name: str, cache: Path, steps: int) -> dict:
     truth = json.loads((sim / "truth" / "truth.json").read_text())
     q_true = float(truth["q_mm3_s"])
     t0 = time.perf_counter()
-    study = load_any_study(sim)
-    br = read_centerline_csv(rec / "centerline.csv")
-    lum = np.load(rec / "lumen.npz")
-    occ, origin, h = lum["occupancy"], lum["origin_mm"], float(lum["spacing_mm"])
-    areas = section_areas(br, occ, origin, h)
-    lesions = grade_stenosis(br)
-    curves = upstream_of_lesions(time_intensity_curves(study, br, areas_mm2=areas), lesions)
-    tr = fit_transit(curves)
+    br, occ, origin, h, areas, lesions, tr = transit_on_reconstruction(sim, rec)
     t_transit = time.perf_counter() - t0
     q_est = tr.q_mm3_s
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_flow import PA_MMHG
+from benchmarks.bench_flow import PA_MMHG, transit_on_reconstruction
 from benchmarks.cfd import metrics
 
 BENCH = Path(__file__).resolve().parents[1]
@@ -76,10 +76,7 @@ def run_pinngs(case, pre, ref, cache: Path, steps: int, pretrain_steps: int, log
     """(row, figure arrays) for pinngs on the preset's simulated DSA against ``ref`` (may be None:
     reference pending, then only Q, ΔP values and timings are reported)."""
     from pinngs.flow.reduced import ffr, reduced_order_dp
-    from pinngs.flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
     from pinngs.pinn.steady import SteadyConfig, build_domain, dp_work_energy, fit_steady_flow
-    from pinngs.recon.centerline import grade_stenosis, read_centerline_csv
-    from pinngs.recon.pipeline import load_any_study
 
     sim, rec, prep = prepare(pre, cache, log)
     recon_s = json.loads((rec / "summary.json").read_text()).get("timing", {})
@@ -90,13 +87,7 @@ def run_pinngs(case, pre, ref, cache: Path, steps: int, pretrain_steps: int, log
         log(f"    PINN {pre.name}: cached fit {fit_cache.name}")
     else:
         t0 = time.perf_counter()
-        study = load_any_study(sim)
-        br = read_centerline_csv(rec / "centerline.csv")
-        lum = np.load(rec / "lumen.npz")
-        occ, origin, h = lum["occupancy"], lum["origin_mm"], float(lum["spacing_mm"])
-        areas = section_areas(br, occ, origin, h)
-        lesions = grade_stenosis(br)
-        tr = fit_transit(upstream_of_lesions(time_intensity_curves(study, br, areas_mm2=areas), lesions))
+        br, occ, origin, h, areas, lesions, tr = transit_on_reconstruction(sim, rec)
         q_est, tr_d = [float(x) for x in tr.q_mm3_s], tr.to_dict()
         t_transit = time.perf_counter() - t0
         dom = build_domain(occ, origin, h, br, areas, q_est)
