@@ -334,3 +334,16 @@ def test_watch_reads_dicom_files(cine, tmp_path, capsys):
     assert "stopped (max-frames) after 40 frames" in cap.out
     s = json.loads((out / "summary.json").read_text())
     assert s["online"]["frames_accepted"] == 40 and s["n_views"] == 2
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(latency_budget_s=0.0), "latency_budget_s"),
+    (dict(min_steps=5, max_steps=2), "min_steps"),
+    (dict(lr_floor=0.0), "lr_floor"),
+    (dict(lr_decay_steps=-1), "lr_decay_steps"),
+    (dict(max_reinit=-1), "max_reinit"),
+    (dict(reinit_growth=1.0), "reinit_growth"),
+])
+def test_bad_config_is_refused_with_the_field_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        OnlineFitter(OnlineConfig(**bad))
