@@ -51,7 +51,8 @@ What ``add_frame`` does, in order:
    rolls the geometry and the optimiser back to where the frame found them.
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
-shorter than 3 radii dropped; reversed when the bolus reaches its far end first) and stenosis
+shorter than 3 radii dropped and single-daughter junctions joined, ``_drop_spurs``; reversed when
+the bolus reaches its far end first) and stenosis
 grading → section areas → bolus-transit Q per branch (``flow.transit``, upstream of the lesions) →
 ΔP along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``; Young–Tsai across narrowings of
 ≥ ``YT_MIN_PERCENT`` = 30 % diameter only) between the first and last sections
@@ -307,24 +308,55 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
 
 
 def _drop_spurs(branches: list, radii: float = 3.0) -> list:
-    """The centerline without the stubs a frayed vessel end grows: terminal branches shorter than
-    ``radii`` times their mean radius, and a root branch that short (its longest daughter becomes
-    branch 0), repeated until none is left."""
+    """The centerline without the stubs a frayed vessel end grows, and without the junctions they
+    leave behind.
+
+    A stub is a terminal branch shorter than ``radii`` times the larger of its own mean radius and
+    its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to 0.2-0.3 mm, so
+    its own radius alone let 2.3-2.8 mm stubs through on curved-biplane), or a root branch that
+    short (its longest daughter becomes branch 0). After each round of dropping, a branch with a
+    single daughter is joined to it (it is no junction), so that branch 0 runs on to the next true
+    bifurcation or the outlet; rounds repeat until no stub is left. On curved-biplane's batch lumen
+    branch 0 had ended at 33.4 mm of the 40.1 mm vessel, at the first ghost, and ΔP was taken over
+    that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
+    the truth 0.376, now 0.240.
+    """
     from .recon.centerline import _arc, branch_topology
 
     branches = [np.asarray(b, float) for b in branches]
-    short = lambda b: _arc(b[:, :3])[-1] < radii * float(b[:, 3].mean())  # noqa: E731
+    length = lambda b: _arc(b[:, :3])[-1]  # noqa: E731
     while len(branches) > 1:
         parents, _ = branch_topology(branches)
         kids = [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
-        if short(branches[0]) and kids[0]:
-            keep = max(kids[0], key=lambda j: _arc(branches[j][:, :3])[-1])
+        if length(branches[0]) < radii * float(branches[0][:, 3].mean()) and kids[0]:
+            keep = max(kids[0], key=lambda j: length(branches[j]))
             branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
             continue
-        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and short(b)]
+        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and length(b) < radii * max(
+            float(b[:, 3].mean()), float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0)]
         if not stub:
             break
-        branches = [b for j, b in enumerate(branches) if j not in stub]
+        # join before looking again: a piece of the true vessel between two ghosts is terminal now,
+        # and short, but it is the continuation of its parent
+        branches = _join_chains([b for j, b in enumerate(branches) if j not in stub])
+    return _join_chains(branches)
+
+
+def _join_chains(branches: list) -> list:
+    """Each branch with exactly one daughter joined to it, repeatedly (the daughter's first point
+    is its parent's last, within branch_topology's tolerance, and is dropped)."""
+    from .recon.centerline import branch_topology
+
+    branches = list(branches)
+    while len(branches) > 1:
+        parents, _ = branch_topology(branches)
+        kids = [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
+        one = next((i for i, k in enumerate(kids) if len(k) == 1), None)
+        if one is None:
+            break
+        j = kids[one][0]
+        joined = np.concatenate([branches[one], np.asarray(branches[j], float)[1:]])
+        branches = [joined if k == one else b for k, b in enumerate(branches) if k != j]
     return branches
 
 
