@@ -343,6 +343,7 @@ def test_watch_reads_dicom_files(cine, tmp_path, capsys):
     (dict(lr_decay_steps=-1), "lr_decay_steps"),
     (dict(max_reinit=-1), "max_reinit"),
     (dict(reinit_growth=1.0), "reinit_growth"),
+    (dict(lead_peak_frac=1.5), "lead_peak_frac"),
 ])
 def test_bad_config_is_refused_with_the_field_named(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -381,3 +382,31 @@ def test_ghost_stubs_are_dropped_and_the_vessel_joined_to_its_outlet():
     g = _segment([4, 0, 37.5], [4, 2.5, 37.5], 0.9, 0.25)
     tree = _drop_spurs([main, d1a, d1b, g, d2])
     assert len(tree) == 3 and max(_arc(b[:, :3])[-1] for b in tree[1:]) == pytest.approx(_arc(d1[:, :3])[-1], abs=0.01)
+
+
+def test_a_washing_out_frame_does_not_lead_the_steps(cine, monkeypatch):
+    """Past its view's peak (net mass < lead_peak_frac of the largest), a new frame is not fitted on
+    its own: the steps take frames near their own view's peak. Before the peak the new frame leads."""
+    study, _, _ = cine
+    f = OnlineFitter(OnlineConfig(**FIXED))
+    _feed(f, study, range(30))
+    assert f.field is not None
+    seen = []
+    orig = OnlineFitter._loss
+    monkeypatch.setattr(OnlineFitter, "_loss", lambda self, sel, *a: (seen.append(list(sel)), orig(self, sel, *a))[1])
+    m = np.asarray(f._net_masses())
+    view = f.frame_view[-1]
+    same = [k for k in range(len(m)) if f.frame_view[k] == view]
+    peak = max(same, key=lambda k: m[k])
+    # a frame of the view at 30-50 % of its peak contrast (a target, but not near the peak), sent
+    # again as a late frame: what a washing-out frame looks like to the mass test
+    dim = next(k for k in same if 0.32 < m[k] / m[peak] < 0.48)
+    f.add_frame(study.frames[dim].image, study.views[view], 10.0)
+    assert f.n_frames - 1 in f._targets().tolist()
+    new = f.n_frames - 1
+    assert seen and all(new not in s for s in seen)
+    assert all(f._filling(k) for s in seen for k in s)
+    # the peak frame, sent again, leads every step
+    seen.clear()
+    f.add_frame(study.frames[peak].image, study.views[view], 11.0)
+    assert seen and all(s == [f.n_frames - 1] for s in seen)
