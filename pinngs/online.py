@@ -835,7 +835,9 @@ class OnlineFitter:
                 est.status = "geometry only"
                 flow = flow_on_lumen(self.study(), occ, origin, c.lumen_mm)
                 self._fill_flow(est, flow)
-                est.status = "ok"
+                est.status = "ok" if est.dp_mmhg < est.pa_mmhg else (
+                    f"implausible: ΔP {est.dp_mmhg:.0f} mmHg is not below Pa = {est.pa_mmhg:.0f} mmHg (a pinched "
+                    "section of a young fit, usually a ghost; wait for more frames); ΔP, FFR confidence 0")
             except Exception as e:  # noqa: BLE001 - an estimate is best effort; the reason is reported
                 est.status = f"{est.status}; flow not available ({type(e).__name__}: {e})"
         est.seconds = time.perf_counter() - t0
@@ -863,6 +865,9 @@ class OnlineFitter:
         est.ffr = float(ffr(est.dp_pa, self.config.pa_mmhg))
         cg = est.geometry_confidence
         est.velocity_confidence = est.dp_confidence = est.ffr_confidence = cq * cg
+        if not est.dp_mmhg < est.pa_mmhg:  # FFR <= 0: no flow can pass; the geometry is wrong, not the patient
+            # (measured: curved-biplane at 33 of 60 frames, 191877 Pa, FFR -14.5, while 73-82 Pa before and after)
+            est.dp_confidence = est.ffr_confidence = 0.0
         est.stenosis = flow.lesions
         est.dp_section_arcs_mm = flow.dp_arcs_mm
         est.transit = tr.to_dict() | {"coverage": coverage}

@@ -410,3 +410,20 @@ def test_a_washing_out_frame_does_not_lead_the_steps(cine, monkeypatch):
     seen.clear()
     f.add_frame(study.frames[peak].image, study.views[view], 11.0)
     assert seen and all(s == [f.n_frames - 1] for s in seen)
+
+
+def test_a_pressure_drop_above_pa_is_flagged_implausible(fed):
+    """ΔP ≥ Pa (FFR ≤ 0) means the geometry is wrong (a pinched ghost section of a young fit), not
+    the patient: the estimate says so and gives ΔP and FFR zero confidence. Here Pa is set below the
+    tube's ΔP."""
+    import copy
+    import dataclasses
+
+    f = copy.deepcopy(fed[0])
+    ok = f.estimate()
+    assert ok.status == "ok" and ok.dp_confidence > 0
+    f.config = dataclasses.replace(f.config, pa_mmhg=0.5 * ok.dp_mmhg)
+    e = f.estimate(refresh=True)
+    assert e.status.startswith("implausible") and "Pa" in e.status
+    assert e.dp_confidence == 0.0 and e.ffr_confidence == 0.0 and e.ffr < 0
+    assert e.q_confidence == ok.q_confidence > 0  # Q does not depend on Pa
