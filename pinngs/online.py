@@ -337,14 +337,28 @@ def _drop_spurs(branches: list, radii: float = 3.0) -> list:
             keep = max(kids[0], key=lambda j: length(branches[j]))
             branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
             continue
-        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and length(b) < radii * max(
-            float(b[:, 3].mean()), float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0)]
+        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and _is_stub(
+            b, float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0, radii)]
         if not stub:
             break
         # join before looking again: a piece of the true vessel between two ghosts is terminal now,
         # and short, but it is the continuation of its parent
         branches = _join_chains([b for j, b in enumerate(branches) if j not in stub])
     return _join_chains(branches)
+
+
+def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
+    """A terminal branch that is a ghost of the reconstruction, not a vessel: shorter than ``radii``
+    times the larger of its mean radius and its parent's radius at the junction, or a needle (its
+    radius falls below a quarter of the parent's) shorter than twice that. Measured on curved-biplane
+    online fits at 33 of 60 frames: a 3.5 mm ghost tapering to 0.07 mm (parent 1.1 mm) survived
+    the length test, kept a false bifurcation and graded a 72 % "lesion" at its tip; where such a
+    needle was joined on as branch 0's end, ΔP came out at 191877 Pa."""
+    from .recon.centerline import _arc
+
+    length = float(_arc(b[:, :3])[-1])
+    reach = radii * max(float(b[:, 3].mean()), r_parent)
+    return length < reach or (r_parent > 0 and float(b[:, 3].min()) < 0.25 * r_parent and length < 2 * reach)
 
 
 def _join_chains(branches: list) -> list:

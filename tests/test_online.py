@@ -373,6 +373,13 @@ def test_ghost_stubs_are_dropped_and_the_vessel_joined_to_its_outlet():
     assert len(out) == 1
     assert _arc(out[0][:, :3])[-1] == pytest.approx(37.5, abs=0.01)
     assert np.allclose(out[0][-1, :3], [0, 0, 37.5])
+    # a needle: a 3.5 mm ghost tapering to 0.07 mm is longer than 3 parent radii (3.3 mm) but goes;
+    # the 4.3 mm real continuation stays and is joined on
+    needle = _segment([0, 0, 30], [0, 3.5, 30], 1.05, 0.07)
+    cont = _segment([0, 0, 30], [0, 0, 34.3], 1.1, 1.1)
+    main11 = _segment([0, 0, 0], [0, 0, 30], 1.1, 1.1)
+    out = _drop_spurs([main11, needle, cont])
+    assert len(out) == 1 and np.allclose(out[0][-1, :3], [0, 0, 34.3])
     # a true bifurcation (two long daughters) is kept as it is
     d1, d2 = _segment([0, 0, 30], [8, 0, 45], 1.0, 1.0), _segment([0, 0, 30], [-8, 0, 45], 0.9, 0.9)
     kept = _drop_spurs([main, d1, d2])
