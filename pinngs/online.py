@@ -326,13 +326,12 @@ def _drop_spurs(branches: list, radii: float = 3.0) -> list:
     that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
     the truth 0.376, now 0.240.
     """
-    from .recon.centerline import _arc, branch_topology
+    from .recon.centerline import _arc
 
     branches = [np.asarray(b, float) for b in branches]
     length = lambda b: _arc(b[:, :3])[-1]  # noqa: E731
     while len(branches) > 1:
-        parents, _ = branch_topology(branches)
-        kids = [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
+        parents, kids = _tree(branches)
         if length(branches[0]) < radii * float(branches[0][:, 3].mean()) and kids[0]:
             keep = max(kids[0], key=lambda j: length(branches[j]))
             branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
@@ -345,6 +344,14 @@ def _drop_spurs(branches: list, radii: float = 3.0) -> list:
         # and short, but it is the continuation of its parent
         branches = _join_chains([b for j, b in enumerate(branches) if j not in stub])
     return _join_chains(branches)
+
+
+def _tree(branches: list) -> tuple[list[int], list[list[int]]]:
+    """(parent per branch, daughters per branch) from ``recon.centerline.branch_topology``."""
+    from .recon.centerline import branch_topology
+
+    parents, _ = branch_topology(branches)
+    return parents, [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
 
 
 def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
@@ -364,12 +371,9 @@ def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
 def _join_chains(branches: list) -> list:
     """Each branch with exactly one daughter joined to it, repeatedly (the daughter's first point
     is its parent's last, within branch_topology's tolerance, and is dropped)."""
-    from .recon.centerline import branch_topology
-
     branches = list(branches)
     while len(branches) > 1:
-        parents, _ = branch_topology(branches)
-        kids = [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
+        parents, kids = _tree(branches)
         one = next((i for i, k in enumerate(kids) if len(k) == 1), None)
         if one is None:
             break
@@ -694,6 +698,16 @@ class OnlineFitter:
             return
         c, fc = self.config, self.config.fit
         new = self.n_frames - 1
+        # the new frame is in every step's mini-batch (when opacified and near its view's peak), the
+        # rest are random opacified frames (module docstring: with 1 frame per step, this is what
+        # agrees with the batch); when it is washing out, random frames near their own view's peak
+        # (see _filling). The masses do not change during the steps: chosen once per frame.
+        near = self._near_peak()
+        if new in set(cand.tolist()) and near[new]:
+            first, others = [new], [int(k) for k in cand if k != new]
+        else:
+            first = []
+            others = [int(k) for k in cand if near[k]] or [int(k) for k in cand]
         backup = ([p.detach().clone() for p in self.field.parameters()], copy.deepcopy(self.opt.state_dict()),
                   self.steps_since_init, self.total_steps, self.gen.get_state(), self.step_time_s,
                   None if self.ema is None else [e.clone() for e in self.ema])
@@ -710,15 +724,6 @@ class OnlineFitter:
                 if fc.densify_every and it > 0 and it % fc.densify_every == 0 and it <= fc.densify_until:
                     self.field, _ = densify_prune(self.field, fc)
                     self.opt, self.ema = _make_opt(self.field, fc), None
-                # the new frame is in every step's mini-batch (when opacified and near its view's
-                # peak), the rest are random opacified frames (module docstring: with 1 frame per
-                # step, this is what agrees with the batch); when it is washing out, random frames
-                # near their own view's peak (see _filling)
-                if new in set(cand.tolist()) and self._filling(new):
-                    first, others = [new], [int(k) for k in cand if k != new]
-                else:
-                    first = []
-                    others = [int(k) for k in cand if self._filling(int(k))] or [int(k) for k in cand]
                 sel = (first + [others[int(i)] for i in torch.randperm(len(others), generator=self.gen)])[:c.batch_frames]
                 self.opt.zero_grad(set_to_none=True)
                 self._set_lr()
@@ -761,11 +766,18 @@ class OnlineFitter:
         unchanged (0.918 / 0.906 / 0.937 / 0.924); final Dice within 0.007 either way. At 0.9 the
         70 % dip went too, but test_online's small tube (96², 8 steps per frame) then graded a false
         21-26 % notch, which 0.5 leaves as it was (the rule never fires there)."""
+        return bool(self._near_peak()[k])
+
+    def _near_peak(self) -> np.ndarray:
+        """[T] ``_filling`` of every frame so far."""
         frac = self.config.lead_peak_frac
-        if frac <= 0 or len(self.views) > 6:
-            return True
-        m, v = self._net_masses(), np.asarray(self.frame_view)
-        return bool(m[k] >= frac * m[v == v[k]].max())
+        m = self._net_masses()
+        if frac <= 0 or len(self.views) > 6 or not len(m):
+            return np.ones(len(m), bool)
+        v = np.asarray(self.frame_view)
+        peak = np.full(len(self.views), -np.inf)
+        np.maximum.at(peak, v, m)
+        return m >= frac * peak[v]
 
     def _set_lr(self) -> None:
         """The batch fit's learning rates, decayed with the steps since the (re)initialisation (see
@@ -848,17 +860,15 @@ class OnlineFitter:
                 est.lumen_volume_mm3 = float((occ > 0.5).sum() * c.lumen_mm ** 3)
                 est.status = "geometry only"
                 flow = flow_on_lumen(self.study(), occ, origin, c.lumen_mm)
-                self._fill_flow(est, flow)
-                est.status = "ok" if est.dp_mmhg < est.pa_mmhg else (
-                    f"implausible: ΔP {est.dp_mmhg:.0f} mmHg is not below Pa = {est.pa_mmhg:.0f} mmHg (a pinched "
-                    "section of a young fit, usually a ghost; wait for more frames); ΔP, FFR confidence 0")
+                est.status = self._fill_flow(est, flow)
             except Exception as e:  # noqa: BLE001 - an estimate is best effort; the reason is reported
                 est.status = f"{est.status}; flow not available ({type(e).__name__}: {e})"
         est.seconds = time.perf_counter() - t0
         self._estimate, self._flow, self._flow_frames = est, flow, self.n_frames
         return est
 
-    def _fill_flow(self, est: OnlineEstimate, flow: LumenFlow) -> None:
+    def _fill_flow(self, est: OnlineEstimate, flow: LumenFlow) -> str:
+        """Fill ``est`` from ``flow``; returns the status ("ok", or why the figures are implausible)."""
         from scipy.stats import gamma
 
         from .flow.reduced import ffr
@@ -879,12 +889,16 @@ class OnlineFitter:
         est.ffr = float(ffr(est.dp_pa, self.config.pa_mmhg))
         cg = est.geometry_confidence
         est.velocity_confidence = est.dp_confidence = est.ffr_confidence = cq * cg
-        if not est.dp_mmhg < est.pa_mmhg:  # FFR <= 0: no flow can pass; the geometry is wrong, not the patient
-            # (measured: curved-biplane at 33 of 60 frames, 191877 Pa, FFR -14.5, while 73-82 Pa before and after)
-            est.dp_confidence = est.ffr_confidence = 0.0
         est.stenosis = flow.lesions
         est.dp_section_arcs_mm = flow.dp_arcs_mm
         est.transit = tr.to_dict() | {"coverage": coverage}
+        if est.dp_mmhg < est.pa_mmhg:
+            return "ok"
+        # FFR <= 0: no flow can pass; the geometry is wrong, not the patient (measured: curved-biplane at
+        # 33 of 60 frames, 191877 Pa, FFR -14.5, while 73-82 Pa before and after)
+        est.dp_confidence = est.ffr_confidence = 0.0
+        return (f"implausible: ΔP {est.dp_mmhg:.0f} mmHg is not below Pa = {est.pa_mmhg:.0f} mmHg (a pinched "
+                "section of a young fit, usually a ghost; wait for more frames); ΔP, FFR confidence 0")
 
     def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
         """Velocity (mm/s) at world points from the current estimate (quasi-Poiseuille, zero outside

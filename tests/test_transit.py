@@ -55,10 +55,9 @@ def test_fit_rejects_bad_input():
         fit_transit(few)
 
 
-@pytest.fixture(scope="module")
-def tube_study():
-    """A Poiseuille tube (R 1.5 mm, Q 1000 mm³/s) along a tilted axis, contrast advected exactly
-    (c = c_in(t - z/u(r))), projected by the simulator's ray marcher in two views, no noise."""
+def _tube():
+    """A Poiseuille tube (R 1.5 mm, Q 1000 mm³/s, 30 mm) along a tilted axis on a 0.15 mm grid:
+    (grid origin, spacing, inside [X, Y, Z], arrival time tau = z / u(r) (inf outside), centerline, Q)."""
     R, q, L = 1.5, 1000.0, 30.0
     h = 0.15
     axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
@@ -73,15 +72,22 @@ def tube_study():
     inside = (r < R) & (z > 0) & (z < L)
     u = 2 * q / (math.pi * R ** 2) * (1 - (r / R) ** 2)
     tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
+    cl = np.column_stack([start + np.linspace(0, L, 301)[:, None] * axis, np.full(301, R)])
+    return lo, h, inside, tau, cl, q
+
+
+@pytest.fixture(scope="module")
+def tube_study():
+    """The tube, contrast advected exactly (c = c_in(t - z/u(r))), projected by the simulator's ray
+    marcher in two views, no noise."""
+    lo, h, inside, tau, cl, q = _tube()
     views = [CArmView(a, b, rows=160, cols=160, pixel_spacing_mm=(0.4, 0.4)) for a, b in ((-30, 10), (60, -5))]
     frames = []
     for t in np.arange(24) / 15.0:
         mu = (0.06 * gamma_variate(t - tau, **BOLUS)).astype(np.float32)
         for vi, img in enumerate(project_volume(mu, lo, h, views)):
             frames.append(Frame(img.astype(np.float32), vi, float(t)))
-    cl = np.column_stack([start + np.linspace(0, L, 301)[:, None] * axis, np.full(301, R)])
-    occ = inside.astype(np.float32)
-    return Study(views, frames), cl, occ, lo, h, q
+    return Study(views, frames), cl, inside.astype(np.float32), lo, h, q
 
 
 def test_transit_q_from_projections_of_an_advected_bolus(tube_study):
@@ -109,22 +115,11 @@ def test_curves_reject_bad_input(tube_study):
 
 
 @pytest.fixture(scope="module")
-def sweep_study(tube_study):
+def sweep_study():
     """The same tube and bolus seen by a rotational sweep: 40 frames over 1.6 s, each frame at its own
     angle (primary -80° .. +80°, secondary 5°), so no view has more than one frame. Also the sweep
     of the tube uniformly filled (c = 1), which every angle should see as the same section."""
-    _, cl, occ, lo, h, q = tube_study
-    R, L = 1.5, 30.0
-    axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
-    start = -0.5 * L * axis
-    shape = occ.shape
-    X = np.stack(np.meshgrid(*[lo[k] + h * np.arange(shape[k]) for k in range(3)], indexing="ij"), -1)
-    v = X - start
-    z = v @ axis
-    r = np.linalg.norm(v - z[..., None] * axis, axis=-1)
-    inside = occ > 0
-    u = 2 * q / (math.pi * R ** 2) * (1 - (r / R) ** 2)
-    tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
+    lo, h, inside, tau, cl, q = _tube()
     n = 40
     ts = np.arange(n) / 25.0
     views = [CArmView(float(a), 5.0, rows=160, cols=160, pixel_spacing_mm=(0.4, 0.4)) for a in np.linspace(-80, 80, n)]
@@ -134,7 +129,7 @@ def sweep_study(tube_study):
         mu = (0.06 * gamma_variate(t - tau, **BOLUS)).astype(np.float32)
         frames.append(Frame(project_volume(mu, lo, h, [views[k]])[0].astype(np.float32), k, float(t)))
         still.append(Frame(project_volume(filled, lo, h, [views[k]])[0].astype(np.float32), k, float(t)))
-    return Study(views, frames), Study(views, still), cl, occ, lo, h, q
+    return Study(views, frames), Study(views, still), cl, inside.astype(np.float32), lo, h, q
 
 
 def test_sweep_gain_makes_a_filled_section_look_the_same_from_every_angle(sweep_study, monkeypatch):
