@@ -53,7 +53,7 @@ What ``add_frame`` does, in order:
    rolls the geometry and the optimiser back to where the frame found them.
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
-shorter than 3 radii dropped and single-daughter junctions joined, ``_drop_spurs``; reversed when
+shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
 the bolus reaches its far end first) and stenosis
 grading → section areas → bolus-transit Q per branch (``flow.transit``, upstream of the lesions) →
 ΔP along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``; Young–Tsai across narrowings of
@@ -266,11 +266,11 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
     from .flow.reduced import reduced_order_dp
     from .flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
     from .pinn.steady import Domain, branch_flows
-    from .recon.centerline import _arc, branch_topology, extract_centerline, grade_stenosis
+    from .recon.centerline import _arc, branch_topology, extract_centerline, grade_stenosis, prune_stubs
 
     if branches is None:
         branches = extract_centerline(occ, origin_mm, spacing_mm)
-    branches = _drop_spurs(branches)
+    branches = prune_stubs(branches)  # a no-op on extract_centerline's; centerline.csv files may predate it
     areas = section_areas(branches, occ, origin_mm, spacing_mm)
     curves = time_intensity_curves(study, branches, areas_mm2=areas)
     if _arrival_slope_s_per_mm(curves) < 0:
@@ -279,8 +279,7 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
         if len(branches) == 1:
             branches = [np.asarray(branches[0])[::-1].copy()]
         else:
-            branches = _drop_spurs(extract_centerline(occ, origin_mm, spacing_mm,
-                                                      inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
+            branches = extract_centerline(occ, origin_mm, spacing_mm, inlet_hint_mm=np.asarray(branches[0])[-1, :3])
         areas = section_areas(branches, occ, origin_mm, spacing_mm)
         curves = time_intensity_curves(study, branches, areas_mm2=areas)
     lesions = grade_stenosis(branches)
@@ -310,77 +309,6 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
     yt = [x for x in lesions if x["branch"] == 0 and x["percent_diameter_stenosis"] >= YT_MIN_PERCENT]
     dp = reduced_order_dp(b0, areas[0], q[0], yt, s0, s1)
     return LumenFlow(branches, areas, lesions, tr, dom, dp, (float(s0), float(s1)))
-
-
-def _drop_spurs(branches: list, radii: float = 3.0) -> list:
-    """The centerline without the stubs a frayed vessel end grows, and without the junctions they
-    leave behind.
-
-    A stub is a terminal branch shorter than ``radii`` times the larger of its own mean radius and
-    its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to 0.2-0.3 mm, so
-    its own radius alone let 2.3-2.8 mm stubs through on curved-biplane), or a root branch that
-    short (its longest daughter becomes branch 0). After each round of dropping, a branch with a
-    single daughter is joined to it (it is no junction), so that branch 0 runs on to the next true
-    bifurcation or the outlet; rounds repeat until no stub is left. On curved-biplane's batch lumen
-    branch 0 had ended at 33.4 mm of the 40.1 mm vessel, at the first ghost, and ΔP was taken over
-    that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
-    the truth 0.376, now 0.240.
-    """
-    from .recon.centerline import _arc
-
-    branches = [np.asarray(b, float) for b in branches]
-    length = lambda b: _arc(b[:, :3])[-1]  # noqa: E731
-    while len(branches) > 1:
-        parents, kids = _tree(branches)
-        if length(branches[0]) < radii * float(branches[0][:, 3].mean()) and kids[0]:
-            keep = max(kids[0], key=lambda j: length(branches[j]))
-            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
-            continue
-        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and _is_stub(
-            b, float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0, radii)]
-        if not stub:
-            break
-        # join before looking again: a piece of the true vessel between two ghosts is terminal now,
-        # and short, but it is the continuation of its parent
-        branches = _join_chains([b for j, b in enumerate(branches) if j not in stub])
-    return _join_chains(branches)
-
-
-def _tree(branches: list) -> tuple[list[int], list[list[int]]]:
-    """(parent per branch, daughters per branch) from ``recon.centerline.branch_topology``."""
-    from .recon.centerline import branch_topology
-
-    parents, _ = branch_topology(branches)
-    return parents, [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
-
-
-def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
-    """A terminal branch that is a ghost of the reconstruction, not a vessel: shorter than ``radii``
-    times the larger of its mean radius and its parent's radius at the junction, or a needle (its
-    radius falls below a quarter of the parent's) shorter than twice that. Measured on curved-biplane
-    online fits at 33 of 60 frames: a 3.5 mm ghost tapering to 0.07 mm (parent 1.1 mm) survived
-    the length test, kept a false bifurcation and graded a 72 % "lesion" at its tip; where such a
-    needle was joined on as branch 0's end, ΔP came out at 191877 Pa."""
-    from .recon.centerline import _arc
-
-    length = float(_arc(b[:, :3])[-1])
-    reach = radii * max(float(b[:, 3].mean()), r_parent)
-    return length < reach or (r_parent > 0 and float(b[:, 3].min()) < 0.25 * r_parent and length < 2 * reach)
-
-
-def _join_chains(branches: list) -> list:
-    """Each branch with exactly one daughter joined to it, repeatedly (the daughter's first point
-    is its parent's last, within branch_topology's tolerance, and is dropped)."""
-    branches = list(branches)
-    while len(branches) > 1:
-        parents, kids = _tree(branches)
-        one = next((i for i, k in enumerate(kids) if len(k) == 1), None)
-        if one is None:
-            break
-        j = kids[one][0]
-        joined = np.concatenate([branches[one], np.asarray(branches[j], float)[1:]])
-        branches = [joined if k == one else b for k, b in enumerate(branches) if k != j]
-    return branches
 
 
 def _arrival_slope_s_per_mm(curves) -> float:

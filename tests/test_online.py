@@ -350,47 +350,6 @@ def test_bad_config_is_refused_with_the_field_named(bad, match):
         OnlineFitter(OnlineConfig(**bad))
 
 
-def _segment(a, b, r0, r1, n=30):
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    return np.column_stack([np.asarray(a, float) + t * (np.asarray(b, float) - a), r0 + t[:, 0] * (r1 - r0)])
-
-
-def test_ghost_stubs_are_dropped_and_the_vessel_joined_to_its_outlet():
-    """The frayed end of a 2-view reconstruction (curved-biplane's batch lumen, 8 branches): the
-    vessel breaks into short pieces at sideways ghost stubs that taper to a quarter of a mm. Branch
-    0 must run on to the real outlet, with the stubs gone; a true bifurcation stays."""
-    from pinngs.online import _drop_spurs
-    from pinngs.recon.centerline import _arc
-
-    main = _segment([0, 0, 0], [0, 0, 30], 1.2, 1.2)
-    p1 = _segment([0, 0, 30], [0, 0, 32.5], 1.1, 1.1)
-    ghost1 = _segment([0, 0, 32.5], [0, 2.5, 32.5], 1.0, 0.25)  # 2.5 mm sideways, tapering
-    p2 = _segment([0, 0, 32.5], [0, 0, 35], 1.1, 1.1)
-    ghost2 = _segment([0, 0, 35], [0, -2.6, 35], 1.0, 0.3)
-    p3 = _segment([0, 0, 35], [0, 0, 37.5], 1.1, 1.1)
-    ghost3 = _segment([0, 0, 37.5], [0, 2.4, 37.5], 1.0, 0.25)
-    out = _drop_spurs([main, p1, ghost1, p2, ghost2, p3, ghost3])
-    assert len(out) == 1
-    assert _arc(out[0][:, :3])[-1] == pytest.approx(37.5, abs=0.01)
-    assert np.allclose(out[0][-1, :3], [0, 0, 37.5])
-    # a needle: a 3.5 mm ghost tapering to 0.07 mm is longer than 3 parent radii (3.3 mm) but goes;
-    # the 4.3 mm real continuation stays and is joined on
-    needle = _segment([0, 0, 30], [0, 3.5, 30], 1.05, 0.07)
-    cont = _segment([0, 0, 30], [0, 0, 34.3], 1.1, 1.1)
-    main11 = _segment([0, 0, 0], [0, 0, 30], 1.1, 1.1)
-    out = _drop_spurs([main11, needle, cont])
-    assert len(out) == 1 and np.allclose(out[0][-1, :3], [0, 0, 34.3])
-    # a true bifurcation (two long daughters) is kept as it is
-    d1, d2 = _segment([0, 0, 30], [8, 0, 45], 1.0, 1.0), _segment([0, 0, 30], [-8, 0, 45], 0.9, 0.9)
-    kept = _drop_spurs([main, d1, d2])
-    assert len(kept) == 3
-    # a ghost on a daughter goes, and the daughter's two pieces are joined
-    d1a, d1b = _segment([0, 0, 30], [4, 0, 37.5], 1.0, 1.0), _segment([4, 0, 37.5], [8, 0, 45], 1.0, 1.0)
-    g = _segment([4, 0, 37.5], [4, 2.5, 37.5], 0.9, 0.25)
-    tree = _drop_spurs([main, d1a, d1b, g, d2])
-    assert len(tree) == 3 and max(_arc(b[:, :3])[-1] for b in tree[1:]) == pytest.approx(_arc(d1[:, :3])[-1], abs=0.01)
-
-
 def test_a_washing_out_frame_does_not_lead_the_steps(cine, monkeypatch):
     """Past its view's peak (net mass < lead_peak_frac of the largest), a new frame is not fitted on
     its own: the steps take frames near their own view's peak. Before the peak the new frame leads."""

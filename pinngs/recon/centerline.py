@@ -20,7 +20,11 @@ Centerline method (a geodesic, minimal-path tracing, in the spirit of VMTK's):
 4. the paths are cut at the junctions into branches, and oriented from the inlet (the end nearest
    ``inlet_hint_mm``; without one, the end of largest radius, ties broken by the lowest Z);
 5. each branch is smoothed (Gaussian along arc length, junction points held fixed), re-centred by a
-   circle fit to the wall in its normal plane, trimmed where it enters an end cap, and resampled.
+   circle fit to the wall in its normal plane, trimmed where it enters an end cap, and resampled;
+6. terminal stubs shorter than ``stub_radii`` radii (ghosts of a frayed end, which step 3's
+   ``spur_factor`` measures against their own thin radius and lets through) are dropped and the
+   junctions they leave are joined (``prune_stubs``), so that branch 0 runs on to the outlet or
+   the next true bifurcation.
 
 The radius R is the maximum inscribed sphere radius at each point: its distance to the lumen wall,
 taken as the marching-cubes ``level`` surface (sub-voxel, unlike the voxel distance transform,
@@ -297,7 +301,7 @@ class _Wall:
 
 def extract_centerline(occ: np.ndarray, origin_mm, spacing_mm, inlet_hint_mm=None, *, level: float = 0.5,
                        step_mm: float | None = None, smooth_mm: float | None = None, spur_factor: float = 2.0,
-                       max_branches: int = 64) -> list[np.ndarray]:
+                       max_branches: int = 64, stub_radii: float | None = 3.0) -> list[np.ndarray]:
     """Centerline branches of the lumen in ``occ``.
 
     occ: [X, Y, Z] lumen fraction (float 0..1, uint8 0..255 or bool), voxel (i, j, k) centred at
@@ -305,6 +309,8 @@ def extract_centerline(occ: np.ndarray, origin_mm, spacing_mm, inlet_hint_mm=Non
     inlet (optional). step_mm: output point spacing (default: the grid spacing). smooth_mm: Gaussian
     sigma for the centerline positions (default: max(2 coarse voxels, half the typical radius)).
     spur_factor: a new end must lie this many local radii from the tree to make a branch.
+    stub_radii: terminal branches shorter than this many radii are dropped and single-daughter
+    junctions joined afterwards (``prune_stubs``; None keeps the traced tree as it is).
 
     Returns a list of [P, 4] arrays (X, Y, Z, R in mm, R the maximum inscribed sphere radius),
     branch 0 from the inlet, daughters starting at their parent's last point (depth-first order).
@@ -375,7 +381,73 @@ def extract_centerline(occ: np.ndarray, origin_mm, spacing_mm, inlet_hint_mm=Non
         branches.append(_branch_geometry(node_mm[s], wall, h, sigma_mm, parent[i] >= 0, n_children[i] > 0,
                                          box_lo, box_hi, start_xyz))
     # final resampling (junction points are kept exactly: both ends of a branch survive resampling)
-    return [_resample(b, out_step) for b in branches]
+    branches = [_resample(b, out_step) for b in branches]
+    return branches if stub_radii is None else prune_stubs(branches, stub_radii)
+
+
+def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
+    """The centerline without the stubs a frayed vessel end grows, and without the junctions they
+    leave behind.
+
+    A stub is a terminal branch shorter than ``radii`` times the larger of its own mean radius and
+    its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to 0.2-0.3 mm, so
+    its own radius alone let 2.3-2.8 mm stubs through on curved-biplane), or a root branch that
+    short (its longest daughter becomes branch 0). After each round of dropping, a branch with a
+    single daughter is joined to it (it is no junction), so that branch 0 runs on to the next true
+    bifurcation or the outlet; rounds repeat until no stub is left. On curved-biplane's batch lumen
+    branch 0 had ended at 33.4 mm of the 40.1 mm vessel, at the first ghost, and ΔP was taken over
+    that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
+    the truth 0.376, now 0.240.
+    """
+    branches = [np.asarray(b, float) for b in branches]
+    length = lambda b: _arc(b[:, :3])[-1]  # noqa: E731
+    while len(branches) > 1:
+        parents, kids = _tree(branches)
+        if length(branches[0]) < radii * float(branches[0][:, 3].mean()) and kids[0]:
+            keep = max(kids[0], key=lambda j: length(branches[j]))
+            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
+            continue
+        stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and _is_stub(
+            b, float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0, radii)]
+        if not stub:
+            break
+        # join before looking again: a piece of the true vessel between two ghosts is terminal now,
+        # and short, but it is the continuation of its parent
+        branches = _join_chains([b for j, b in enumerate(branches) if j not in stub])
+    return _join_chains(branches)
+
+
+def _tree(branches: list) -> tuple[list[int], list[list[int]]]:
+    """(parent per branch, daughters per branch) from ``recon.centerline.branch_topology``."""
+    parents, _ = branch_topology(branches)
+    return parents, [[j for j, p in enumerate(parents) if p == i] for i in range(len(branches))]
+
+
+def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
+    """A terminal branch that is a ghost of the reconstruction, not a vessel: shorter than ``radii``
+    times the larger of its mean radius and its parent's radius at the junction, or a needle (its
+    radius falls below a quarter of the parent's) shorter than twice that. Measured on curved-biplane
+    online fits at 33 of 60 frames: a 3.5 mm ghost tapering to 0.07 mm (parent 1.1 mm) survived
+    the length test, kept a false bifurcation and graded a 72 % "lesion" at its tip; where such a
+    needle was joined on as branch 0's end, ΔP came out at 191877 Pa."""
+    length = float(_arc(b[:, :3])[-1])
+    reach = radii * max(float(b[:, 3].mean()), r_parent)
+    return length < reach or (r_parent > 0 and float(b[:, 3].min()) < 0.25 * r_parent and length < 2 * reach)
+
+
+def _join_chains(branches: list) -> list:
+    """Each branch with exactly one daughter joined to it, repeatedly (the daughter's first point
+    is its parent's last, within branch_topology's tolerance, and is dropped)."""
+    branches = list(branches)
+    while len(branches) > 1:
+        parents, kids = _tree(branches)
+        one = next((i for i, k in enumerate(kids) if len(k) == 1), None)
+        if one is None:
+            break
+        j = kids[one][0]
+        joined = np.concatenate([branches[one], np.asarray(branches[j], float)[1:]])
+        branches = [joined if k == one else b for k, b in enumerate(branches) if k != j]
+    return branches
 
 
 def _branch_geometry(pts: np.ndarray, wall: _Wall, h: float, sigma_mm: float, start_fixed: bool, end_fixed: bool,
