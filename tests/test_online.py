@@ -393,3 +393,34 @@ def test_a_pressure_drop_above_pa_is_flagged_implausible(fed):
     assert e.status.startswith("implausible") and "Pa" in e.status
     assert e.dp_confidence == 0.0 and e.ffr_confidence == 0.0 and e.ffr < 0
     assert e.q_confidence == ok.q_confidence > 0  # Q does not depend on Pa
+
+
+def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
+    """One frame per angle: the new frame leads the first step of its budget only; the other steps
+    take random opacified frames of the sweep, so the fit does not see just its last arc."""
+    from pinngs.simulate.phantoms import straight_vessel
+    from pinngs.simulate.projector import project_volume
+
+    n, px, h = 24, 96, 0.15
+    ph = straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)
+    lo, shape = ph.grid(h)
+    occ = ph.occupancy(lo, h, shape)
+    sp = round(20.0 * 1.5 / px, 4)
+    views = [CArmView(-90.0 + 180.0 * k / (n - 1), 5.0, sid_mm=1200.0, sod_mm=800.0, rows=px, cols=px,
+                      pixel_spacing_mm=(sp, sp)) for k in range(n)]
+    imgs = project_volume((0.06 * occ).astype(np.float32), lo, (h,) * 3, views)
+    rng = np.random.default_rng(0)
+    frames = [(imgs[k] + 0.002 * rng.standard_normal(imgs[k].shape)).astype(np.float32) for k in range(n)]
+    f = OnlineFitter(OnlineConfig(**FIXED))
+    for k in range(n - 1):
+        f.add_frame(frames[k], views[k], 0.05 * k)
+    assert f.field is not None
+    seen = []
+    orig = OnlineFitter._loss
+    monkeypatch.setattr(OnlineFitter, "_loss", lambda self, sel, *a: (seen.append(list(sel)), orig(self, sel, *a))[1])
+    f.add_frame(frames[-1], views[-1], 0.05 * (n - 1))
+    new = f.n_frames - 1
+    assert len(seen) == FIXED["max_steps"] and seen[0] == [new]
+    later = {k for s in seen[1:] for k in s}
+    assert len(later - {new}) >= 4  # other angles of the sweep
+    assert max(abs(views[k].primary_deg - views[new].primary_deg) for k in later) > 60.0
