@@ -399,6 +399,8 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
     the truth 0.376, now 0.240.
     """
+    if not radii > 0:
+        raise ValueError(f"prune_stubs: radii (stub_radii) must be > 0, or None to keep the traced tree; got {radii}")
     branches = [np.asarray(b, float) for b in branches]
     length = lambda b: _arc(b[:, :3])[-1]  # noqa: E731
     while len(branches) > 1:
