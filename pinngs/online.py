@@ -41,7 +41,7 @@ What ``add_frame`` does, in order:
    (``recon.fit.nuisance_fit``). With the default of one frame per step, every step of a frame's
    budget fits that frame (random opacified frames when it is not opacified itself, or when its
    view is washing out: net mass below ``lead_peak_frac`` (0.5) of the view's largest so far; then
-   random near-peak frames, see ``_filling``). A rotational run (one frame per angle) is the
+   random near-peak frames, see ``_near_peak``). A rotational run (one frame per angle) is the
    exception: the new frame leads only the first step of its budget, and the other steps take
    random opacified frames of the whole sweep, as the batch fit does (``recon.fit``): fitted only
    on the newest frames, the steps see the last arc of the sweep (after the init at 90° of arc on
@@ -538,11 +538,16 @@ class OnlineFitter:
                 best[v] = k
         return best
 
+    @property
+    def _rotational(self) -> bool:
+        """One view per frame (``_mode``: more than 6 views)."""
+        return _mode(len(self.views), self.n_frames) == "rotational"
+
     def _net_masses(self) -> np.ndarray:
         """[T] each frame's mass above the noise floor: minus the smallest mass of its view (rotational:
         of all frames), i.e. of a frame before the contrast arrived."""
         m = np.asarray(self.frame_mass, float)
-        if len(self.views) > 6 or not len(m):
+        if self._rotational or not len(m):
             return m - (m.min() if len(m) else 0.0)
         v = np.asarray(self.frame_view)
         floor = np.array([m[v == k].min() for k in range(len(self.views))])
@@ -557,7 +562,7 @@ class OnlineFitter:
         if len(op) > 16:  # the hull of 16 views spread over the run is as tight as of all
             keys = sorted(op)
             op = {k: op[k] for k in (keys[int(i)] for i in np.linspace(0, len(keys) - 1, 16))}
-        rotational = len(self.views) > 6
+        rotational = self._rotational
         if rotational:  # one view per frame: wait until the opacified views span a wide arc (the hull
             # of two neighbouring angles is a long cylinder: 40000 Gaussians and 4 s per frame)
             ang = [self.views[v].primary_deg for v in op]
@@ -637,14 +642,14 @@ class OnlineFitter:
         # the new frame is in every step's mini-batch (when opacified and near its view's peak), the
         # rest are random opacified frames (module docstring: with 1 frame per step, this is what
         # agrees with the batch); when it is washing out, random frames near their own view's peak
-        # (see _filling). The masses do not change during the steps: chosen once per frame.
+        # (see _near_peak). The masses do not change during the steps: chosen once per frame.
         near = self._near_peak()
         if new in set(cand.tolist()) and near[new]:
             first, others = [new], [int(k) for k in cand if k != new]
         else:
             first = []
             others = [int(k) for k in cand if near[k]] or [int(k) for k in cand]
-        lead_steps = 1 if len(self.views) > 6 else c.max_steps  # rotational: see the module docstring
+        lead_steps = 1 if self._rotational else c.max_steps  # rotational: see the module docstring
         backup = ([p.detach().clone() for p in self.field.parameters()], copy.deepcopy(self.opt.state_dict()),
                   self.steps_since_init, self.total_steps, self.gen.get_state(), self.step_time_s,
                   None if self.ema is None else [e.clone() for e in self.ema])
@@ -692,9 +697,10 @@ class OnlineFitter:
             warnings.warn(f"update rolled back ({why}); the frame is kept, the geometry is unchanged",
                           OnlineFrameWarning, stacklevel=3)
 
-    def _filling(self, k: int) -> bool:
-        """Whether frame k is still near its view's peak: net mass at least ``lead_peak_frac`` of the
-        largest of its view so far (rotational runs: every frame is a new view). Only such a new
+    def _near_peak(self) -> np.ndarray:
+        """[T] whether each frame so far is still near its view's peak: net mass at least
+        ``lead_peak_frac`` of the largest of its view so far (rotational runs: every frame is a new
+        view, so all are). Only such a new
         frame leads every step's mini-batch; past that, the steps take random frames that are near
         their own view's peak. A washing-out frame (the contrast leaves from the inlet), fitted on
         its own for a whole frame's steps, erodes the proximal lumen. Measured at fixed steps per
@@ -704,13 +710,9 @@ class OnlineFitter:
         unchanged (0.918 / 0.906 / 0.937 / 0.924); final Dice within 0.007 either way. At 0.9 the
         70 % dip went too, but test_online's small tube (96², 8 steps per frame) then graded a false
         21-26 % notch, which 0.5 leaves as it was (the rule never fires there)."""
-        return bool(self._near_peak()[k])
-
-    def _near_peak(self) -> np.ndarray:
-        """[T] ``_filling`` of every frame so far."""
         frac = self.config.lead_peak_frac
         m = self._net_masses()
-        if frac <= 0 or len(self.views) > 6 or not len(m):
+        if frac <= 0 or self._rotational or not len(m):
             return np.ones(len(m), bool)
         v = np.asarray(self.frame_view)
         peak = np.full(len(self.views), -np.inf)

@@ -371,7 +371,7 @@ def test_a_washing_out_frame_does_not_lead_the_steps(cine, monkeypatch):
     assert f.n_frames - 1 in f._targets().tolist()
     new = f.n_frames - 1
     assert seen and all(new not in s for s in seen)
-    assert all(f._filling(k) for s in seen for k in s)
+    assert all(f._near_peak()[k] for s in seen for k in s)
     # the peak frame, sent again, leads every step
     seen.clear()
     f.add_frame(study.frames[peak].image, study.views[view], 11.0)
@@ -398,17 +398,10 @@ def test_a_pressure_drop_above_pa_is_flagged_implausible(fed):
 def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
     """One frame per angle: the new frame leads the first step of its budget only; the other steps
     take random opacified frames of the sweep, so the fit does not see just its last arc."""
-    from pinngs.simulate.phantoms import straight_vessel
-    from pinngs.simulate.projector import project_volume
+    from conftest import stenosed_tube_sweep
 
-    n, px, h = 24, 96, 0.15
-    ph = straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)
-    lo, shape = ph.grid(h)
-    occ = ph.occupancy(lo, h, shape)
-    sp = round(20.0 * 1.5 / px, 4)
-    views = [CArmView(-90.0 + 180.0 * k / (n - 1), 5.0, sid_mm=1200.0, sod_mm=800.0, rows=px, cols=px,
-                      pixel_spacing_mm=(sp, sp)) for k in range(n)]
-    imgs = project_volume((0.06 * occ).astype(np.float32), lo, (h,) * 3, views)
+    views, imgs, _, _ = stenosed_tube_sweep()
+    n = len(views)
     rng = np.random.default_rng(0)
     frames = [(imgs[k] + 0.002 * rng.standard_normal(imgs[k].shape)).astype(np.float32) for k in range(n)]
     f = OnlineFitter(OnlineConfig(**FIXED))

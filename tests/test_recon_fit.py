@@ -79,17 +79,10 @@ def test_rotational_sweep_is_fitted_on_every_opacified_frame():
     """A 24-frame sweep over 180° while the contrast ramps up: only the last frames are near the
     peak (a narrow arc of angles). The "frames" fit takes every frame with >= frames_keep of the
     peak mass, each with its own contrast scale, so it sees the whole arc."""
-    from pinngs.simulate.phantoms import straight_vessel
-    from pinngs.simulate.projector import project_volume
+    from conftest import stenosed_tube_sweep
 
-    n, px = 24, 96
-    ph = straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)
-    lo, shape = ph.grid(H)
-    occ = ph.occupancy(lo, H, shape)
-    sp = round(20.0 * 1.5 / px, 4)
-    views = [CArmView(-90.0 + 180.0 * k / (n - 1), 5.0, sid_mm=1200.0, sod_mm=800.0, rows=px, cols=px,
-                      pixel_spacing_mm=(sp, sp)) for k in range(n)]
-    imgs = project_volume((0.06 * occ).astype(np.float32), lo, (H,) * 3, views)
+    views, imgs, occ, lo = stenosed_tube_sweep(h=H)
+    n = len(views)
     rng = np.random.default_rng(0)
     level = np.minimum(1.0, (np.arange(n) + 1) / (0.8 * n))
     st = Study(views, [Frame((level[k] * imgs[k] + 0.002 * rng.standard_normal(imgs[k].shape)).astype(np.float32),

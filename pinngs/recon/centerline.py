@@ -723,10 +723,9 @@ def murray_deviation(branches: list[np.ndarray], *, offset_radii: float = 2.5,
     deviation = (r_p³ − Σ r_d³) / r_p³ (0 for Murray's law), exponent_k solving r_p^k = Σ r_d^k
     (3 for Murray's law; None if no daughter is smaller than the parent).
     """
-    parents, _ = branch_topology(branches)
+    _, children = _tree(branches)
     out = []
-    for i in range(len(branches)):
-        kids = [j for j, p in enumerate(parents) if p == i]
+    for i, kids in enumerate(children):
         if len(kids) < 2:
             continue
         bp = np.asarray(branches[i], dtype=float)
