@@ -51,7 +51,8 @@ Pipeline (``fit_study``):
    the volume ∫μ/μ_c (``lumen_threshold``, integral-preserving); occupancy = clip(μ/2τ, 0, 1), so
    its 0.5 level is that surface. (Thresholding at μ_c/2 put the surface ~0.05 mm inside the truth
    on the 70 % preset: Dice 0.962 against 0.971.) Components of the lumen smaller than 5 % of the
-   largest (clutter beside the vessel) are removed (``keep_main_lumen``).
+   largest (clutter beside the vessel) are removed, and so is the faint haze (occupancy < 0.5) more
+   than 0.5 mm from the kept lumen (``keep_main_lumen``).
 
 Checkpoints (``checkpoint``/``resume``) hold the field, the optimiser and the step, written
 atomically, so that a killed run loses at most ``checkpoint_every`` steps.
@@ -512,20 +513,33 @@ def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float 
         if rule == "half":
             tau = 0.5 * mu_c
         occ = (vol / (2.0 * tau)).clamp(0, 1).numpy().astype(np.float32)
-    return keep_main_lumen(occ), np.array(grid.origin_mm), mu_c
+    return keep_main_lumen(occ, spacing_mm), np.array(grid.origin_mm), mu_c
 
 
-def keep_main_lumen(occ: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
-    """Zero the faint clutter a sparse-view fit leaves beside the vessel: keep the connected
-    components (26-connectivity) of occ > 0.5 that hold at least ``min_fraction`` of the largest one's
-    volume, with a 2-voxel margin so the partial-volume ramp at their walls survives."""
+def keep_main_lumen(occ: np.ndarray, spacing_mm: float = 0.1, min_fraction: float = 0.05,
+                    margin_mm: float = 0.5) -> np.ndarray:
+    """Zero what a sparse-view fit leaves beside the vessel. occ: [X, Y, Z] lumen fraction on a grid
+    of spacing_mm. Keeps the connected components (26-connectivity) of occ > 0.5 that hold at least
+    ``min_fraction`` of the largest one's volume, and of the faint rest (occ <= 0.5) only the voxels
+    within ``margin_mm`` of them (Euclidean), where the partial-volume ramp of their walls lies.
+
+    The faint haze is zeroed even when the lumen is one component (before, only when there were
+    several): section areas (``flow.transit.section_areas``) sum the fractions, and haze anywhere in
+    the grid counted there. On two of three stenosis50-rotational batch seeds it had made the
+    median section 8.13 and 8.20 mm² instead of 7.70 and 7.77 (truth 7.07), and the transit flow
+    1134 and 1152 mm³/s instead of 1058 and 1081 (truth 1000). A narrower margin cuts into the
+    ramp of 2-view fits: tube-biplane's median section is 6.88 mm² with nothing removed, 6.87 at
+    0.5 mm, 6.80 at 0.3 mm and 6.41 at 0.1 mm."""
     from scipy import ndimage as ndi
 
+    if not spacing_mm > 0 or not margin_mm >= 0:
+        raise ValueError(f"keep_main_lumen: spacing_mm must be > 0 and margin_mm >= 0, got {spacing_mm}, {margin_mm}")
     lab, n = ndi.label(occ > 0.5, structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
+    if n == 0:
         return occ
     sizes = np.bincount(lab.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= min_fraction * sizes.max()
-    mask = ndi.binary_dilation(keep[lab], structure=np.ones((3, 3, 3), bool), iterations=2)
+    near = ndi.distance_transform_edt(~keep[lab], sampling=spacing_mm) <= margin_mm + 1e-9
+    mask = near & ((lab == 0) | keep[lab])  # small components go even where they touch the ramp
     return np.where(mask, occ, 0.0).astype(np.float32)
