@@ -48,7 +48,8 @@ What ``add_frame`` does, in order:
    stenosis50-rotational, 41 frames over 63°). Measured there at 21 fixed steps per frame, seeds
    0/1/2: ΔP 432/456/416 Pa (grade 50.4/51.1/49.6 %, Dice 0.963/0.963/0.964) with the new frame
    leading every step; 375/392/366 Pa (48.9/49.3/48.8 %, Dice 0.952/0.952/0.950) leading the first
-   step only; batch seeds 0/1/2: 357/414/393 Pa (48.2/48.8/48.4 %, Dice 0.957/0.953/0.951).
+   step only; batch seeds 0/1/2: 357/414/393 Pa (48.2/48.8/48.4 %, Dice 0.957/0.953/0.951);
+   360/381/364 Pa once ``recon.fit.keep_main_lumen`` removed the haze that seeds 1 and 2 had kept.
    Measured on
    stenosis50-biplane at 350 ms per frame (busy 2-core CPU; batch ΔP 365 Pa): 4 frames per
    step: 200 steps, ΔP 531 Pa (1 run); 2 frames: 365-443 steps, 384-429 Pa (3 runs); 1 frame, the
