@@ -540,6 +540,25 @@ def keep_main_lumen(occ: np.ndarray, spacing_mm: float = 0.1, min_fraction: floa
     sizes = np.bincount(lab.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= min_fraction * sizes.max()
-    near = ndi.distance_transform_edt(~keep[lab], sampling=spacing_mm) <= margin_mm + 1e-9
-    mask = near & ((lab == 0) | keep[lab])  # small components go even where they touch the ramp
-    return np.where(mask, occ, 0.0).astype(np.float32)
+    kept = keep[lab]
+    # the faint voxels within margin_mm of the kept lumen, exactly (Euclidean) but without a
+    # distance transform of the whole grid (the whole function took 4.0 s with one on
+    # bifurcation-4view's 12 M voxels, 1.4 s like this; tests compare the two): candidates in a cube dilation (chessboard distance <= Euclidean), measured against the
+    # kept voxels that have a non-kept 26-neighbour (the nearest kept voxel always has one)
+    from scipy.spatial import cKDTree
+
+    m = margin_mm / spacing_mm
+    cube = np.ones((3, 3, 3), bool)
+    cand = (lab == 0) & (occ > 0)
+    if m >= 1:
+        cand &= ndi.binary_dilation(kept, structure=cube, iterations=int(m))
+    else:
+        cand[:] = False
+    near = kept.copy()
+    if cand.any():
+        rim = np.argwhere(kept & ~ndi.binary_erosion(kept, structure=cube, border_value=0))
+        ci = np.argwhere(cand)
+        d, _ = cKDTree(rim).query(ci, distance_upper_bound=m + 1e-6)
+        ok = ci[d <= m + 1e-6]
+        near[tuple(ok.T)] = True
+    return np.where(near, occ, 0.0).astype(np.float32)
