@@ -156,3 +156,26 @@ def test_transit_q_from_a_rotational_sweep(sweep_study):
     f = fit_transit(curves)
     assert f.q_mm3_s[0] == pytest.approx(q, rel=0.02)  # measured 1000.7 (967.2 without the gain)
     assert f.rel_residual < 0.03  # measured 0.0099
+
+
+@pytest.mark.parametrize("model", ["laminar", "plug"])
+def test_packed_residuals_match_the_per_curve_loop(model):
+    """The transit fit's vectorised residuals against the obviously right loop with numpy's lstsq, on
+    two branches, curves of different lengths, and a flat curve (a degenerate fit)."""
+    from pinngs.flow.transit import _Packed, _residuals_loop
+
+    rng = np.random.default_rng(1)
+    n = 12
+    t_long, t_short = np.arange(30) / 15.0, np.arange(17) / 10.0 + 0.05
+    ts = [t_long if k % 3 else t_short for k in range(n)]
+    vals = [rng.random(len(t)) * 2 + 0.3 for t in ts]
+    vals[4] = np.zeros(len(ts[4]))
+    c = Curves(np.array([0] * 7 + [1] * 5), np.linspace(2, 60, n), np.linspace(1, 30, n), np.zeros(n, int),
+               ts, vals, [-1, 0], [70.0, 40.0])
+    for bolus, inv_q in [((0.1, 3.0, 0.2), np.array([1e-3, 2e-3])), ((-0.3, 1.2, 0.05), np.array([4e-3, 0.0])),
+                         ((2.5, 3.0, 0.2), np.array([1e-3, 1e-3]))]:  # the last: every model curve is 0
+        fast = _Packed(c).residuals(inv_q, bolus, model)
+        slow = _residuals_loop(c, inv_q, bolus, model)
+        assert fast.shape == slow.shape == (sum(len(t) for t in ts),)
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-10)
+        assert np.abs(slow).max() > 0.05  # the curves are not fitted exactly: the test compares something

@@ -370,6 +370,54 @@ def fit_transit(curves: Curves, model: str = "laminar", joint: bool = False) -> 
     return TransitFit(q, first.bolus, model, first.rel_residual, len(curves.values), cons, q_std)
 
 
+class _Packed:
+    """The curves concatenated once per fit, so that a residual evaluation is a few array operations
+    instead of a loop over the curves (the transit fit evaluates it ~450 times; the loop,
+    ``_residuals_loop``, is kept as the obviously right twin for the tests)."""
+
+    def __init__(self, curves: Curves) -> None:
+        self.curves = curves
+        self.n = np.array([len(t) for t in curves.t_s])  # [M]
+        self.idx = np.repeat(np.arange(len(self.n)), self.n)  # [S] curve of each sample
+        self.t = np.concatenate(curves.t_s).astype(np.float64)  # [S]
+        self.y = np.concatenate(curves.values).astype(np.float64)  # [S]
+        M = len(self.n)
+        self.scale = np.array([np.abs(y).max() + 1e-12 for y in curves.values])  # [M]
+        self.ym = np.bincount(self.idx, self.y, M) / self.n  # [M]
+        self.yc = self.y - self.ym[self.idx]  # [S]
+
+    def residuals(self, inv_q: np.ndarray, bolus: tuple[float, float, float], model: str) -> np.ndarray:
+        """[S]: per curve, the least-squares fit a·c̄(t) + b of the curve minus the curve, over the
+        curve's |max|. inv_q: [branches] 1/Q (0 for a branch without curves)."""
+        c = self.curves
+        ts = np.asarray(_tau_start(c.parents, c.branch_volume_mm3, inv_q))
+        b = c.branch.astype(int)
+        tau = (ts[b] + c.volume_mm3 * inv_q[b] / 2)[self.idx]  # [S]
+        if model == "plug":
+            g = gamma_variate(self.t - 2 * tau, *bolus)
+        else:
+            g = gamma_variate(self.t[:, None] - tau[:, None] / _W[None, :], *bolus).mean(1)
+        M = len(self.n)
+        gc = g - (np.bincount(self.idx, g, M) / self.n)[self.idx]
+        sgg = np.bincount(self.idx, gc * gc, M)
+        a = np.where(sgg > 1e-300, np.bincount(self.idx, gc * self.yc, M) / np.maximum(sgg, 1e-300), 0.0)
+        return (a[self.idx] * gc - self.yc) / self.scale[self.idx]  # a·g + b − y with b = ȳ − a·ḡ
+
+
+def _residuals_loop(curves: Curves, inv_q: np.ndarray, bolus: tuple[float, float, float], model: str) -> np.ndarray:
+    """``_Packed.residuals`` one curve at a time, with numpy's least squares (the reference)."""
+    ts = _tau_start(curves.parents, curves.branch_volume_mm3, inv_q)
+    out = []
+    for m, (t, y) in enumerate(zip(curves.t_s, curves.values)):
+        b = int(curves.branch[m])
+        tau = ts[b] + curves.volume_mm3[m] * inv_q[b] / 2
+        g = section_mean(t, tau, bolus, model)
+        A = np.stack([g, np.ones_like(g)], 1)
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+        out.append((A @ coef - y) / (np.abs(y).max() + 1e-12))
+    return np.concatenate(out)
+
+
 def _fit_joint(curves: Curves, model: str = "laminar", q_guess_mm3_s: float | None = None) -> TransitFit:
     """One fit of a shared bolus and every branch's Q, daughters continuing their parent's transit."""
     if model not in ("laminar", "plug"):
@@ -405,19 +453,11 @@ def _fit_joint(curves: Curves, model: str = "laminar", q_guess_mm3_s: float | No
             inv_q[b] = math.exp(-x[3 + i])
         return (t0, alpha, beta), inv_q
 
+    packed = _Packed(curves)
+
     def resid(x):
         bolus, inv_q = unpack(x)
-        iq = np.nan_to_num(inv_q, nan=0.0)
-        ts = _tau_start(curves.parents, curves.branch_volume_mm3, iq)
-        out = []
-        for m, (t, y) in enumerate(zip(curves.t_s, curves.values)):
-            b = int(curves.branch[m])
-            tau = ts[b] + curves.volume_mm3[m] * iq[b] / 2
-            g = section_mean(t, tau, bolus, model)
-            A = np.stack([g, np.ones_like(g)], 1)
-            coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-            out.append((A @ coef - y) / (np.abs(y).max() + 1e-12))
-        return np.concatenate(out)
+        return packed.residuals(np.nan_to_num(inv_q, nan=0.0), bolus, model)
 
     best = None
     # bounds keep the search physical (and exp() finite): α in [0.5, 20], β in [1 ms, the span],
