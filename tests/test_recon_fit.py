@@ -254,7 +254,7 @@ def test_keep_main_lumen_matches_a_distance_transform():
     assert n >= 3 and (sizes < 0.05 * sizes.max()).any()  # some components are dropped
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= 0.05 * sizes.max()
-    for h, margin in ((0.1, 0.5), (0.1, 0.05), (0.2, 0.45), (0.1, 0.0)):
+    for h, margin in ((0.1, 0.5), (0.1, 0.3), (0.1, 0.05), (0.2, 0.45), (0.1, 0.0)):
         near = ndi.distance_transform_edt(~keep[lab], sampling=h) <= margin + 1e-9
         slow = np.where(near & ((lab == 0) | keep[lab]), occ, 0.0)
         fast = keep_main_lumen(occ, h, margin_mm=margin)
