@@ -133,10 +133,9 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     # batch reference: the same flow method on the batch lumen (seed 0), and on the other seeds' lumens
     batch, u_batch = _batch_flow(study, rec, truth)
     row["batch"] = batch
-    row["batch_seeds"] = [dict(seed=0, **{k: batch.get(k) for k in ("dice", "dp_pa", "velocity_rel_l2")})]
-    for k in range(1, batch_seeds):
-        m, _ = _batch_flow(study, _ensure(name, cache, k)[1], truth)
-        row["batch_seeds"].append(dict(seed=k, **{x: m.get(x) for x in ("dice", "dp_pa", "velocity_rel_l2")}))
+    seeds = [batch] + [_batch_flow(study, _ensure(name, cache, k)[1], truth)[0] for k in range(1, batch_seeds)]
+    row["batch_seeds"] = [dict(seed=k, **{x: m.get(x) for x in ("dice", "dp_pa", "velocity_rel_l2")})
+                          for k, m in enumerate(seeds)]
 
     fitter = OnlineFitter(OnlineConfig(latency_budget_s=budget_s))
     checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)})

@@ -550,15 +550,11 @@ def keep_main_lumen(occ: np.ndarray, spacing_mm: float = 0.1, min_fraction: floa
 
     m = margin_mm / spacing_mm + 1e-6  # voxels; the tolerance keeps 0.3 / 0.1 = 2.9999... at 3
     cube = np.ones((3, 3, 3), bool)
-    cand = (lab == 0) & (occ > 0)
-    if m >= 1:
-        cand &= ndi.binary_dilation(kept, structure=cube, iterations=int(m))
-    else:
-        cand[:] = False
     near = kept.copy()
-    if cand.any():
+    ci = np.argwhere((lab == 0) & (occ > 0) & ndi.binary_dilation(kept, structure=cube, iterations=int(m))) \
+        if m >= 1 else np.zeros((0, 3), int)  # under one voxel, no faint voxel is near enough
+    if len(ci):
         rim = np.argwhere(kept & ~ndi.binary_erosion(kept, structure=cube, border_value=0))
-        ci = np.argwhere(cand)
         d, _ = cKDTree(rim).query(ci, distance_upper_bound=m)
         near[tuple(ci[d <= m].T)] = True
     return np.where(near, occ, 0.0).astype(np.float32)
