@@ -182,3 +182,68 @@ def test_extract_centerline_drops_a_ghost_stub_on_a_volume(tube):
     assert len(clean) == 1
     v = clean[0][:, :3] - a
     assert (v @ d).max() - (v @ d).min() > 16.0 - 2 * 1.5 - 2.0  # the whole tube, one branch
+
+
+def _voxel_graph_by_coo(mask, spacing):
+    """The obviously right twin of ``_VoxelGraph``: the whole-box distance transform and the matrices
+    from (row, col) pairs over the 13 forward offsets and their mirror (what it was before)."""
+    from scipy import ndimage as ndi
+    from scipy.sparse import csr_matrix
+
+    edt = ndi.distance_transform_edt(mask, sampling=spacing)[mask]
+    padded = np.pad(mask, 1)
+    flat = np.flatnonzero(padded)
+    node = np.full(padded.size, -1, np.int64)
+    node[flat] = np.arange(flat.size)
+    sy, sz = padded.shape[1] * padded.shape[2], padded.shape[2]
+    r, c, ln = [], [], []
+    for off in [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) > (0, 0, 0)]:
+        nb = node[flat + off[0] * sy + off[1] * sz + off[2]]
+        ok = nb >= 0
+        r.append(np.nonzero(ok)[0]), c.append(nb[ok]), ln.append(np.full(int(ok.sum()), spacing * np.linalg.norm(off)))
+    r, c, ln = (np.concatenate(a) for a in (r, c, ln))
+    inv = 1.0 / np.maximum(edt, 0.5 * spacing) ** 2
+    cost = ln * 0.5 * (inv[r] + inv[c])
+    rr, cc, n = np.concatenate([r, c]), np.concatenate([c, r]), flat.size
+    return edt, csr_matrix((np.concatenate([ln, ln]), (rr, cc)), shape=(n, n)), \
+        csr_matrix((np.concatenate([cost, cost]), (rr, cc)), shape=(n, n))
+
+
+def test_voxel_graph_matches_the_coo_construction():
+    from pinngs.recon.centerline import _VoxelGraph
+
+    # long enough along its axis (300 voxels) for the distance transform to go in slabs
+    for ph in (straight_vessel("t", radius_mm=0.6, length_mm=30.0, direction=(0.3, 0.2, 1.0)),
+               bifurcation("b", r0_mm=0.8, trunk_mm=12.0, branch_mm=12.0)):
+        occ, _ = _volume(ph, 0.1)
+        mask = occ >= 0.5
+        g = _VoxelGraph(mask, 0.1)
+        edt, length, cost = _voxel_graph_by_coo(mask, 0.1)
+        np.testing.assert_allclose(g.edt, edt, rtol=1e-13, atol=0)
+        for new, old in ((g.length, length), (g.cost, cost)):
+            assert new.shape == old.shape
+            np.testing.assert_array_equal(new.indptr, old.indptr)
+            np.testing.assert_array_equal(new.indices, old.indices)
+            np.testing.assert_allclose(new.data, old.data, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_edt_in_slabs_matches_the_whole_transform(axis):
+    """Slabs, an empty slab between two pieces, a crop at the array's edge, and a ball too thick for
+    the slab's reach (the fall-back), each along every axis."""
+    from scipy import ndimage as ndi
+
+    from pinngs.recon.centerline import _edt_on_mask
+
+    n = 120
+    x, y, z = np.meshgrid(np.arange(n), np.arange(30), np.arange(26), indexing="ij")
+    rod = ((y - 10 - 0.1 * x) ** 2 + (z - 12) ** 2 <= 16) & ((x < 50) | (x > 70))  # gap: empty slabs
+    rod |= (x > 100) & (y >= 27) & (z < 10)  # a piece flush with the array's edges
+    ball = (x - 60) ** 2 + (y - 15) ** 2 + (z - 13) ** 2 <= 144  # radius 12 voxels > reach - 1
+    for mask, fallback in ((rod, False), (rod | ball, True)):
+        m = np.moveaxis(mask, 0, axis).copy()
+        want = ndi.distance_transform_edt(m, sampling=0.2)[m]
+        got = _edt_on_mask(m, 0.2, slab=8, reach=6)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+        assert (want.max() >= 5 * 0.2) == fallback  # the ball does reach past the slabs' margin

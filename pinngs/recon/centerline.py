@@ -54,6 +54,8 @@ _FULL = np.ones((3, 3, 3), dtype=bool)
 # the 13 "forward" neighbour offsets of the 26-neighbourhood
 _OFFSETS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
                      if (i, j, k) > (0, 0, 0)])
+_NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                        if (i, j, k) != (0, 0, 0)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,34 +146,77 @@ def _isotropic(spacing_mm) -> float:
 
 # ------------------------------------------------------------------------------------------------
 # the voxel graph and the tracing
+def _edt_on_mask(mask: np.ndarray, spacing: float, slab: int = 64, reach: int = 32) -> np.ndarray:
+    """[N] Euclidean distance (mm) from each True voxel of ``mask`` (C order) to the nearest False
+    voxel, as ``ndi.distance_transform_edt(mask, sampling=spacing)[mask]``, but computed in slabs
+    along the longest axis, each cropped to the mask around it.
+
+    A thin vessel running diagonally through its bounding box fills a few per cent of it, and the
+    whole-box transform paid for every voxel (1.8 s of tube-biplane's 7 M-voxel box). The nearest
+    False voxel of a True voxel p lies next to a True voxel that is nearer to p (step from it
+    towards p), so a slab extended by ``reach`` voxels either side and cropped to the True voxels
+    in it plus one voxel holds it whenever the distance is under ``reach`` - 1 voxels; a slab
+    where some distance is not falls back to the whole transform. Equal to it to rounding."""
+    ax = int(np.argmax(mask.shape))
+    n = mask.shape[ax]
+    if n <= slab + 2 * reach:
+        return ndi.distance_transform_edt(mask, sampling=spacing)[mask].astype(np.float64)
+    m = np.moveaxis(mask, ax, 0)  # a view: slabs along axis 0
+    out = np.zeros(m.shape, np.float64)
+    for a in range(0, n, slab):
+        b = min(a + slab, n)
+        lo, hi = max(a - reach, 0), min(b + reach, n)
+        ext = m[lo:hi]
+        foot = ext.any(axis=0)
+        if not m[a:b].any():
+            continue
+        i, j = np.nonzero(foot)
+        y0, y1 = max(i.min() - 1, 0), min(i.max() + 2, m.shape[1])
+        z0, z1 = max(j.min() - 1, 0), min(j.max() + 2, m.shape[2])
+        sub = ext[:, y0:y1, z0:z1]
+        d = ndi.distance_transform_edt(sub, sampling=spacing)[a - lo:b - lo]
+        if d.max(initial=0.0) >= (reach - 1) * spacing:
+            return ndi.distance_transform_edt(mask, sampling=spacing)[mask].astype(np.float64)
+        out[a:b, y0:y1, z0:z1] = d
+    return np.moveaxis(out, 0, ax)[mask]
+
+
 class _VoxelGraph:
     """26-neighbour graph of the True voxels of a (coarse) mask.
 
     coords: [N, 3] voxel indices; edt: [N] distance to the background (mm); length / cost: [N, N]
-    sparse matrices of edge lengths (mm) and of centre-seeking costs (length / EDT²)."""
+    sparse matrices of edge lengths (mm) and of centre-seeking costs (length / EDT²).
+
+    Built straight in CSR form: each node's neighbours are read off in increasing flat offset,
+    which is increasing node number, so rows come out sorted as ``csr_matrix((data, (rows, cols)))``
+    leaves them, without its sort (``_voxel_graph_coo`` in the tests is that version; the matrices
+    are equal entry for entry). With the distance transform in slabs (``_edt_on_mask``) this took
+    the graph of tube-biplane's batch lumen (287 k voxels at 0.1 mm) from 2.5 to ~1.0 s."""
 
     def __init__(self, mask: np.ndarray, spacing: float):
-        self.edt = ndi.distance_transform_edt(mask, sampling=spacing)[mask].astype(np.float64)
+        self.edt = _edt_on_mask(mask, spacing)
         padded = np.pad(mask, 1)
         flat = np.flatnonzero(padded)
         node = np.full(padded.size, -1, np.int64)
         node[flat] = np.arange(flat.size)
         self.coords = np.stack(np.unravel_index(flat, padded.shape), axis=1) - 1
         sy, sz = padded.shape[1] * padded.shape[2], padded.shape[2]
-        rows, cols, lens = [], [], []
-        for off in _OFFSETS:
-            nb = node[flat + off[0] * sy + off[1] * sz + off[2]]
-            ok = nb >= 0
-            rows.append(np.nonzero(ok)[0])
-            cols.append(nb[ok])
-            lens.append(np.full(int(ok.sum()), spacing * float(np.linalg.norm(off))))
-        r, c, ln = (np.concatenate(a) for a in (rows, cols, lens))
-        n = flat.size
+        step = _NEIGHBOURS @ np.array([sy, sz, 1])
+        order = np.argsort(step)
+        nb = node[flat[:, None] + step[order][None, :]]  # [N, 26] neighbour node or -1, columns ascending
+        ok = nb >= 0
+        deg = ok.sum(1)
+        indptr = np.concatenate([[0], np.cumsum(deg)])
+        cols = nb[ok]
+        rows = np.repeat(np.arange(flat.size), deg)
+        ln = np.broadcast_to(spacing * np.linalg.norm(_NEIGHBOURS[order], axis=1), nb.shape)[ok]
         inv = 1.0 / np.maximum(self.edt, 0.5 * spacing) ** 2
-        cost = ln * 0.5 * (inv[r] + inv[c])
-        rr, cc = np.concatenate([r, c]), np.concatenate([c, r])
-        self.length = csr_matrix((np.concatenate([ln, ln]), (rr, cc)), shape=(n, n))
-        self.cost = csr_matrix((np.concatenate([cost, cost]), (rr, cc)), shape=(n, n))
+        cost = ln * 0.5 * (inv[rows] + inv[cols])
+        n = flat.size
+        idx_t = np.int32 if max(n, len(cols)) < 2 ** 31 else np.int64
+        cols, indptr = cols.astype(idx_t), indptr.astype(idx_t)
+        self.length = csr_matrix((ln, cols, indptr), shape=(n, n))
+        self.cost = csr_matrix((cost, cols.copy(), indptr.copy()), shape=(n, n))
 
     def farthest_from(self, sources) -> tuple[int, float, int]:
         """(node, geodesic distance, nearest source) of the node farthest from any of ``sources``."""
