@@ -46,6 +46,23 @@ def test_upstream_of_lesions_drops_the_lesion_and_downstream():
         upstream_of_lesions(c, [dict(branch=0, arc_from_inlet_mm=2.0, arc_in_branch_mm=2.0, start_arc_mm=1.5)])
 
 
+def test_a_mild_narrowing_does_not_cut_the_transit_curves():
+    """A graded narrowing under 30 % keeps every curve (no jet to exclude); 30 % and more cut."""
+    c = model_curves(1000.0)
+    les = dict(branch=0, arc_from_inlet_mm=20.0, arc_in_branch_mm=20.0, start_arc_mm=17.0)
+    assert upstream_of_lesions(c, [dict(les, percent_diameter_stenosis=24.0)]) is c
+    for pct in (30.0, 55.0):
+        up = upstream_of_lesions(c, [dict(les, percent_diameter_stenosis=pct)])
+        assert up.arc_mm.max() < 16.0
+    # with a mild one near the inlet too, the cut is where the significant one starts
+    near = dict(branch=0, arc_from_inlet_mm=3.0, arc_in_branch_mm=3.0, start_arc_mm=2.0, percent_diameter_stenosis=22.0)
+    up = upstream_of_lesions(c, [near, dict(les, percent_diameter_stenosis=45.0)])
+    assert len(up.values) == int((c.arc_mm < 16.0).sum())
+    # the old rule (every graded narrowing) on the mild one alone: too little vessel left upstream
+    with pytest.raises(ValueError, match="too short"):
+        upstream_of_lesions(c, [near], min_percent=20.0)
+
+
 def test_fit_rejects_bad_input():
     c = model_curves(1000.0)
     with pytest.raises(ValueError, match="model"):
