@@ -64,7 +64,7 @@ What ``add_frame`` does, in order:
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
 shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
 the bolus reaches its far end first) and stenosis
-grading → section areas → bolus-transit Q per branch (``flow.transit``, upstream of the lesions) →
+grading → section areas → bolus-transit Q per branch (``flow.transit``, upstream of the lesions of ≥ 30 %) →
 ΔP along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``; Young–Tsai across narrowings of
 ≥ ``YT_MIN_PERCENT`` = 30 % diameter only) between the first and last sections
 1.5 equivalent radii inside its ends → FFR = (Pa − ΔP)/Pa with Pa = ``pa_mmhg`` (93 mmHg default).
