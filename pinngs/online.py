@@ -293,7 +293,7 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
         curves = time_intensity_curves(study, branches, areas_mm2=areas)
     lesions = grade_stenosis(branches)
     try:
-        curves = upstream_of_lesions(curves, lesions)
+        curves = upstream_of_lesions(curves, lesions, min_percent=YT_MIN_PERCENT)  # one notion of "a lesion with a jet"
     except ValueError:  # too little vessel upstream of the lesion: time the bolus on the whole vessel
         pass
     tr = fit_transit(curves)

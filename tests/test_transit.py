@@ -63,6 +63,12 @@ def test_a_mild_narrowing_does_not_cut_the_transit_curves():
         upstream_of_lesions(c, [near], min_percent=20.0)
 
 
+@pytest.mark.parametrize("bad", [-1.0, 101.0, float("nan")])
+def test_upstream_of_lesions_rejects_a_bad_threshold(bad):
+    with pytest.raises(ValueError, match="min_percent"):
+        upstream_of_lesions(model_curves(1000.0), [], min_percent=bad)
+
+
 def test_fit_rejects_bad_input():
     c = model_curves(1000.0)
     with pytest.raises(ValueError, match="model"):

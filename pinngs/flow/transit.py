@@ -322,6 +322,8 @@ def upstream_of_lesions(curves: Curves, lesions: list[dict], margin_mm: float = 
     Q 892-900 mm³/s with the cut and 810-854 without it, and one benchmark run's last estimate
     1179 (the batch: 794); Q jumped with the grade of a narrowing that has no jet.
     """
+    if not 0 <= min_percent <= 100:  # also refuses NaN
+        raise ValueError(f"upstream_of_lesions: min_percent (% diameter stenosis) must be in [0, 100], got {min_percent}")
     lesions = [x for x in lesions if x.get("percent_diameter_stenosis", 100.0) >= min_percent]
     if not lesions:
         return curves

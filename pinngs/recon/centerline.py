@@ -155,10 +155,13 @@ def _edt_on_mask(mask: np.ndarray, spacing: float, slab: int = 64, reach: int = 
     towards p), so a slab extended by ``reach`` voxels either side and cropped to the True voxels
     in it plus one voxel holds it whenever the distance is under ``reach`` - 1 voxels; a slab
     where some distance is not falls back to the whole transform. Equal to it to rounding."""
+    def whole() -> np.ndarray:
+        return ndi.distance_transform_edt(mask, sampling=spacing)[mask]
+
     ax = int(np.argmax(mask.shape))
     n = mask.shape[ax]
     if n <= slab + 2 * reach:
-        return ndi.distance_transform_edt(mask, sampling=spacing)[mask].astype(np.float64)
+        return whole()
     m = np.moveaxis(mask, ax, 0)  # a view: slabs along axis 0
     out = np.zeros(m.shape, np.float64)
     for a in range(0, n, slab):
@@ -173,7 +176,7 @@ def _edt_on_mask(mask: np.ndarray, spacing: float, slab: int = 64, reach: int = 
         sub = ext[:, y0:y1, z0:z1]
         d = ndi.distance_transform_edt(sub, sampling=spacing)[a - lo:b - lo]
         if d.max(initial=0.0) >= (reach - 1) * spacing:
-            return ndi.distance_transform_edt(mask, sampling=spacing)[mask].astype(np.float64)
+            return whole()
         out[a:b, y0:y1, z0:z1] = d
     return np.moveaxis(out, 0, ax)[mask]
 
