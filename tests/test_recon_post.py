@@ -100,6 +100,47 @@ def test_stenosis_is_graded_where_it_is(severity):
     assert 0 < les["length_mm"] < L
 
 
+def _two_dip_branch(bump: float) -> list[np.ndarray]:
+    """A straight branch (d_ref 3 mm): a 55 % cosine stenosis 6 mm long and, behind it, a second
+    milder dip, with the diameter between the two rising back to ``bump`` x d_ref (the shape an
+    online fit of eccentric60-4view showed, bump 0.85-0.92)."""
+    s = np.arange(0.0, 40.0, 0.1)
+
+    def g(x, L):
+        return np.where(np.abs(x) < L / 2, (1 + np.cos(2 * np.pi * x / L)) / 2, 0.0)
+
+    lo, hi = 0.0, 0.5
+    for _ in range(60):  # bisection on the second dip's depth: the maximum between the dips is `bump`
+        B = (lo + hi) / 2
+        r = 1 - 0.55 * g(s - 16, 6) - B * g(s - 20, 4.4)
+        lo, hi = (B, hi) if r[(s > 16) & (s < 20)].max() > bump else (lo, B)
+    return [np.column_stack([np.zeros_like(s), np.zeros_like(s), s, 1.5 * r])]
+
+
+def test_lesion_length_is_continuous_where_a_shoulder_crosses_the_threshold():
+    below, above = grade_stenosis(_two_dip_branch(0.895)), grade_stenosis(_two_dip_branch(0.905))
+    assert len(below) == len(above) == 1
+    # at the 0.9 threshold alone the length jumps by the second dip (7.5 -> 4.5 mm)...
+    assert below[0]["length_at_threshold_mm"] - above[0]["length_at_threshold_mm"] > 2.0
+    one = [grade_stenosis(_two_dip_branch(b), extent_band=0)[0]["length_mm"] for b in (0.895, 0.905)]
+    assert one[0] - one[1] > 2.0
+    # ...averaged over the thresholds 0.85-0.95 it moves by the bump's 1 %
+    assert abs(below[0]["length_mm"] - above[0]["length_mm"]) < 0.4
+    assert below[0]["percent_diameter_stenosis"] == pytest.approx(55.0, abs=0.5)
+    # one clean cosine dip: the band length is the length at 0.9 (0.732 L for 55 %: arccos(-7/11) L / pi)
+    s = np.arange(0.0, 40.0, 0.1)
+    r = 1 - 0.55 * np.where(np.abs(s - 16) < 3, (1 + np.cos(2 * np.pi * (s - 16) / 6)) / 2, 0.0)
+    (les,) = grade_stenosis([np.column_stack([0 * s, 0 * s, s, 1.5 * r])])
+    assert les["length_mm"] == pytest.approx(les["length_at_threshold_mm"], abs=0.1)
+    assert les["length_at_threshold_mm"] == pytest.approx(np.arccos(-7 / 11) / np.pi * 6, abs=0.05)
+
+
+@pytest.mark.parametrize("band", [-0.01, 0.9, 0.2])
+def test_grade_stenosis_rejects_a_bad_band(band):
+    with pytest.raises(ValueError, match="extent_band"):
+        grade_stenosis(_two_dip_branch(0.9), extent_band=band)
+
+
 def test_bifurcation_topology_and_murray():
     ph = bifurcation(r0_mm=1.6, ratio=0.8, angle_deg=60.0, trunk_mm=12.0, branch_mm=12.0)
     occ, origin = _volume(ph)
