@@ -341,6 +341,7 @@ def test_watch_reads_dicom_files(cine, tmp_path, capsys):
     (dict(min_steps=5, max_steps=2), "min_steps"),
     (dict(lr_floor=0.0), "lr_floor"),
     (dict(lr_decay_steps=-1), "lr_decay_steps"),
+    (dict(rot_lr_decay_steps=-1), "rot_lr_decay_steps"),
     (dict(max_reinit=-1), "max_reinit"),
     (dict(reinit_growth=1.0), "reinit_growth"),
     (dict(lead_peak_frac=1.5), "lead_peak_frac"),
@@ -417,3 +418,9 @@ def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
     later = {k for s in seen[1:] for k in s}
     assert len(later - {new}) >= 4  # other angles of the sweep
     assert max(abs(views[k].primary_deg - views[new].primary_deg) for k in later) > 60.0
+    # and its learning rates decay over rot_lr_decay_steps, not lr_decay_steps
+    c, it = f.config, f.steps_since_init - 1  # the last step set its rates before counting itself
+    assert it > 0 and f._rotational
+    rot, multi = (max(c.lr_floor, 1 / (1 + it / n)) for n in (c.rot_lr_decay_steps, c.lr_decay_steps))
+    assert abs(rot - multi) > 1e-3
+    assert f.opt.param_groups[0]["lr"] == pytest.approx(c.fit.lr_means * rot, rel=1e-9)
