@@ -27,6 +27,7 @@ of the batch's. Writes benchmarks/results/online{tag}.json, online{tag}.md, onli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -117,7 +118,8 @@ def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None
     return out, u
 
 
-def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1) -> dict:
+def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1,
+               threads: int | None = None) -> dict:
     from pinngs.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
     from pinngs.recon.pipeline import load_any_study
 
@@ -137,7 +139,8 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     row["batch_seeds"] = [dict(seed=k, **{x: m.get(x) for x in ("dice", "dp_pa", "velocity_rel_l2")})
                           for k, m in enumerate(seeds)]
 
-    fitter = OnlineFitter(OnlineConfig(latency_budget_s=budget_s))
+    cfg = OnlineConfig(latency_budget_s=budget_s)
+    fitter = OnlineFitter(cfg if threads is None else dataclasses.replace(cfg, threads=threads))
     checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)})
     lat, curve, n_warn = [], [], 0
     from tqdm import tqdm
@@ -250,6 +253,8 @@ def main() -> None:
     ap.add_argument("--presets", nargs="*", default=None)
     ap.add_argument("--quick", action="store_true", help=f"one biplane preset ({QUICK[0]})")
     ap.add_argument("--budget-s", type=float, default=0.35, help="OnlineConfig.latency_budget_s")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OnlineConfig.threads: torch threads in add_frame (0: every core; default: the config's)")
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
     ap.add_argument("--cache", default=str(HERE / ".cache"))
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
@@ -260,14 +265,20 @@ def main() -> None:
     n_seeds = args.batch_seeds if args.batch_seeds is not None else (1 if args.quick else 3)
     if n_seeds < 1:
         ap.error(f"--batch-seeds must be >= 1, got {n_seeds}")
+    if args.threads is not None and args.threads < 0:
+        ap.error(f"--threads must be >= 0 (0: every core), got {args.threads}")
     presets = args.presets or (QUICK if args.quick else list(PRESETS))
     tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
+    from pinngs.online import OnlineConfig
+
+    t = OnlineConfig().threads if args.threads is None else args.threads
+    n_threads = t if t > 0 else max(1, os.cpu_count() or 1)  # as OnlineFitter.add_frame resolves it
     load0 = _load()
     rows = []
     for name in presets:
         t0 = time.perf_counter()
         try:
-            rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints, n_seeds))
+            rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints, n_seeds, args.threads))
         except Exception as e:  # a failed preset is reported, never dropped
             rows.append(dict(preset=name, error=f"{type(e).__name__}: {e}"))
         rows[-1]["wall_s"] = time.perf_counter() - t0
@@ -275,7 +286,7 @@ def main() -> None:
         brief = {k: r.get(k) for k in ("preset", "latency", "final", "batch", "targets", "error")}
         print(json.dumps(brief, default=float)[:1500], flush=True)
     meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
-                load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s,
+                load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s, threads=n_threads,
                 command=" ".join(["python", *sys.argv]),
                 targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,
                              velocity_rel_l2_rel_diff_vs_batch=REL_TARGET))
@@ -286,7 +297,7 @@ def main() -> None:
          f"Machine: {meta['machine']}, {meta['cores']} cores, Python {meta['python']}; load average "
          f"{load0} at the start, {meta['load_avg_end']} at the end (the CPU was shared when the load exceeds "
          f"the core count). Command: `{meta['command']}`. Latency budget {args.budget_s * 1000:.0f} ms per frame, "
-         "1 torch thread. Latency = wall time of `add_frame`; 'fitting' = frames from the first initialisation on "
+         f"{n_threads} torch thread{'s' if n_threads != 1 else ''} in `add_frame`. Latency = wall time of `add_frame`; 'fitting' = frames from the first initialisation on "
          "(before it a frame is only stored); (re)initialisations are in it. The flow estimate (lumen, centerline, "
          "transit, ΔP) runs in `estimate()`, outside `add_frame`; its time is the 'estimate s' column. Batch = "
          "the same flow method on the `pinngs reconstruct` lumen (500 steps). Targets (issue 7): p95 ≤ 500 ms on "

@@ -179,7 +179,9 @@ def cmd_watch(args: argparse.Namespace) -> None:
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(args, name)}")
     try:
-        cfg = OnlineConfig(latency_budget_s=args.budget_s, threads=args.threads, seed=args.seed)
+        cfg = OnlineConfig(latency_budget_s=args.budget_s, seed=args.seed)
+        if args.threads is not None:
+            cfg = dataclasses.replace(cfg, threads=args.threads)
         if args.steps:  # a fixed amount of work per frame: reproducible, whatever the machine's speed
             cfg = dataclasses.replace(cfg, min_steps=args.steps, max_steps=args.steps)
         cfg.validate()
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--poll-s", type=float, default=0.2, help="seconds between looks at DIR")
     w.add_argument("--estimate-every", type=int, default=10,
                    help="print Q, ΔP, FFR every N frames (each costs seconds; 0: only at the end)")
-    w.add_argument("--threads", type=int, default=1, help="CPU threads for the fit (default 1)")
+    w.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the fit (default: every core; 1 can be faster on a busy machine)")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--snapshot", help="also write the fitter's state to this file at stop")
     w.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")

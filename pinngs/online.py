@@ -60,7 +60,12 @@ What ``add_frame`` does, in order:
    ``latency_budget_s`` is used up: another step is taken only while the time spent plus the
    running mean step time fits in the budget (at least ``min_steps``, except on a frame that
    (re)initialised; at most ``max_steps``). A step that fails or leaves a non-finite parameter
-   rolls the geometry and the optimiser back to where the frame found them.
+   rolls the geometry and the optimiser back to where the frame found them. The steps use every
+   core (``threads`` 0). On the idle 2-core CPU a step on a batch field took 27.5-38.8 ms with 1
+   thread and 15.9-25.8 ms with 2 (stenosis50-rotational 5310 and tube-biplane 4202 Gaussians);
+   in the benchmark, stenosis50-rotational took 23.4 steps per frame against 18.0 with 1 thread
+   (ΔP 391 against 410 Pa, batch 361), tube-biplane 20.0 against 20.5. The default was 1 thread
+   from a measurement on a busy CPU, where 2 threads wait on each other; ``--threads 1`` there.
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
 shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
@@ -151,7 +156,7 @@ class OnlineConfig:
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
     lumen_mm: float = 0.1
     pa_mmhg: float = 93.0
-    threads: int = 1  # torch threads during add_frame (0: every core); 1 is fastest on a busy 2-core CPU
+    threads: int = 0  # torch threads during add_frame (0: every core; module docstring, Update)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
 
