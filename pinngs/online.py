@@ -63,9 +63,10 @@ What ``add_frame`` does, in order:
    rolls the geometry and the optimiser back to where the frame found them. The steps use every
    core (``threads`` 0). On the idle 2-core CPU a step on a batch field took 27.5-38.8 ms with 1
    thread and 15.9-25.8 ms with 2 (stenosis50-rotational 5310 and tube-biplane 4202 Gaussians);
-   in the benchmark, stenosis50-rotational took 23.4 steps per frame against 18.0 with 1 thread
-   (ΔP 391 against 410 Pa, batch 361), tube-biplane 20.0 against 20.5. The default was 1 thread
-   from a measurement on a busy CPU, where 2 threads wait on each other; ``--threads 1`` there.
+   in ``bench_online`` (idle), stenosis50-rotational took 23.4 and 23.2 steps per frame in two runs
+   with 2 threads against 18.0 with 1 (ΔP 391 and 387 against 410 Pa, batch 361); tube-biplane
+   20.0 and 24.2 against 20.5, eccentric60-4view 30.6 against 25.2. The default was 1 thread from
+   a measurement on a busy CPU, where 2 threads wait on each other; ``threads=1`` there.
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
 shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
