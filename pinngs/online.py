@@ -66,7 +66,9 @@ What ``add_frame`` does, in order:
    in ``bench_online`` (idle), stenosis50-rotational took 23.4 and 23.2 steps per frame in two runs
    with 2 threads against 18.0 with 1 (ΔP 391 and 387 against 410 Pa, batch 361); tube-biplane
    20.0 and 24.2 against 20.5, eccentric60-4view 30.6 against 25.2. The default was 1 thread from
-   a measurement on a busy CPU, where 2 threads wait on each other; ``threads=1`` there.
+   a measurement on a busy CPU, where 2 threads wait on each other; ``threads=1`` there. At a
+   33 ms budget (about one step per frame) 2 threads lengthened the tail: p95 over fitting frames
+   33-131 ms against 22-94 ms with 1 thread (``bench_online --budget-s 0.033``).
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
 shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
