@@ -270,9 +270,9 @@ def main() -> None:
     presets = args.presets or (QUICK if args.quick else list(PRESETS))
     tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
     from pinngs.online import OnlineConfig
+    from pinngs.recon.fit import resolve_threads
 
-    t = OnlineConfig().threads if args.threads is None else args.threads
-    n_threads = t if t > 0 else max(1, os.cpu_count() or 1)  # as OnlineFitter.add_frame resolves it
+    n_threads = resolve_threads(OnlineConfig().threads if args.threads is None else args.threads)
     load0 = _load()
     rows = []
     for name in presets:

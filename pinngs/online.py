@@ -119,7 +119,7 @@ from .field import GaussianField
 from .geometry import CArmView, pack_views
 from .io.study import VIEW_FIELDS, Frame, Study
 from .recon.fit import (FitConfig, FitResult, Targets, _make_opt, backprojection_init, densify_prune,
-                        lumen_occupancy, nuisance_fit, targets_from_study)
+                        lumen_occupancy, nuisance_fit, resolve_threads, targets_from_study)
 
 # Young–Tsai is an empirical law for stenoses; across a graded narrowing milder than this (% diameter)
 # ΔP stays the Poiseuille integral over its measured sections, which is continuous in the geometry.
@@ -522,7 +522,7 @@ class OnlineFitter:
         if fit:
             prev = torch.get_num_threads()
             c = self.config
-            torch.set_num_threads(c.threads if c.threads > 0 else max(1, os.cpu_count() or 1))
+            torch.set_num_threads(resolve_threads(c.threads))
             try:
                 self._update(rep, t0)
             finally:

@@ -627,15 +627,21 @@ def _robust_line(s: np.ndarray, d: np.ndarray) -> np.ndarray:
     return coef
 
 
+def _run_around(inside: np.ndarray, i: int) -> tuple[int, int]:
+    """First and last index of the run of ``inside`` that contains index i (i itself counts)."""
+    a = i
+    while a > 0 and inside[a - 1]:
+        a -= 1
+    b = i
+    while b < len(inside) - 1 and inside[b + 1]:
+        b += 1
+    return a, b
+
+
 def _crossing_width(s: np.ndarray, below: np.ndarray, val: np.ndarray, i: int) -> tuple[float, float]:
     """Arc interval around index i where ``below`` holds, its ends placed by linear interpolation of
     ``val`` (which crosses zero at the interval ends)."""
-    a = i
-    while a > 0 and below[a - 1]:
-        a -= 1
-    b = i
-    while b < len(s) - 1 and below[b + 1]:
-        b += 1
+    a, b = _run_around(below, i)
     sa = s[a] if a == 0 else s[a - 1] + (s[a] - s[a - 1]) * val[a - 1] / (val[a - 1] - val[a])
     sb = s[b] if b == len(s) - 1 else s[b] + (s[b + 1] - s[b]) * val[b] / (val[b] - val[b + 1])
     return float(sa), float(sb)
@@ -647,12 +653,7 @@ def _band_width(s: np.ndarray, ratio: np.ndarray, i: int, f: float, band: float)
     stretch below f + band (piecewise linear in ``ratio``, trapezoid rule): continuous in the
     profile, where the width at one threshold jumps when a shoulder crosses it."""
     hi = f + band
-    a = i
-    while a > 0 and ratio[a - 1] < hi:
-        a -= 1
-    b = i
-    while b < len(s) - 1 and ratio[b + 1] < hi:
-        b += 1
+    a, b = _run_around(ratio < hi, i)
     lo, up = max(a - 1, 0), min(b + 1, len(s) - 1)  # the neighbours outside, where the weight reaches 0
     w = np.clip((hi - ratio[lo:up + 1]) / (2 * band), 0.0, 1.0)
     return float(np.trapezoid(w, s[lo:up + 1]))

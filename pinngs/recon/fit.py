@@ -380,11 +380,16 @@ def fit_study(study: Study, config: FitConfig | None = None, checkpoint: str | P
     c = config or FitConfig()
     c.validate()
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(c.threads if c.threads > 0 else max(1, os.cpu_count() or 1))
+    torch.set_num_threads(resolve_threads(c.threads))
     try:
         return _fit(study, c, checkpoint, resume, progress, stop_after)
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def resolve_threads(threads: int) -> int:
+    """The torch thread count a ``threads`` setting means: itself, or every core for 0."""
+    return threads if threads > 0 else max(1, os.cpu_count() or 1)
 
 
 def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, stop_after: int | None
