@@ -31,6 +31,15 @@ def test_reduced_order_dp_tube_and_lesion():
     assert out["viscous_pa"] == pytest.approx(8 * MU_BLOOD * Q * 16.0 / (math.pi * R ** 4), rel=1e-3)
     with pytest.raises(ValueError, match="must exceed"):
         reduced_order_dp(br, A, Q, [], 10.0, 5.0)
+    # a weighted lesion: w · Young-Tsai + (1 - w) · the viscous integral across it
+    full = 8 * MU_BLOOD * Q * 20.0 / (math.pi * R ** 4)
+    for w in (0.0, 0.25, 1.0):
+        out = reduced_order_dp(br, A, Q, [dict(les, weight=w)], 5.0, 25.0)
+        assert out["dp_pa"] == pytest.approx(w * (yt + 8 * MU_BLOOD * Q * 16.0 / (math.pi * R ** 4)) + (1 - w) * full,
+                                             rel=1e-3)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="weight"):
+            reduced_order_dp(br, A, Q, [dict(les, weight=bad)], 5.0, 25.0)
 
 
 def test_ffr():

@@ -424,3 +424,47 @@ def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
     rot, multi = (max(c.lr_floor, 1 / (1 + it / n)) for n in (c.rot_lr_decay_steps, c.lr_decay_steps))
     assert abs(rot - multi) > 1e-3
     assert f.opt.param_groups[0]["lr"] == pytest.approx(c.fit.lr_means * rot, rel=1e-9)
+
+
+def test_a_narrowing_fades_in_as_a_lesion_with_a_jet():
+    """jet_weight is 0 under 30 %, 1 from 40 %, linear between; ΔP across a graded narrowing is
+    continuous in its grade (it was switched at 30 %: Young-Tsai on, the Poiseuille integral off)."""
+    from pinngs.online import YT_FULL_PERCENT, YT_MIN_PERCENT, jet_weight, lesion_dp
+    from pinngs.simulate.cfd import young_tsai_dp_pa
+
+    assert [jet_weight(p) for p in (0.0, 29.9, 30.0, 35.0, 40.0, 70.0)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
+    assert (YT_MIN_PERCENT, YT_FULL_PERCENT) == (30.0, 40.0)
+    s = np.linspace(0, 30, 301)
+    r = 1.5 * (1 - 0.3 * np.exp(-((s - 15) / 2.0) ** 2))  # a 30 % narrowing at 15 mm
+    br = np.column_stack([np.zeros_like(s), np.zeros_like(s), s, r])
+    A = math.pi * r ** 2
+
+    def les(pct):
+        return dict(branch=0, arc_in_branch_mm=15.0, arc_from_inlet_mm=15.0, start_arc_mm=13.0, end_arc_mm=17.0,
+                    d_ref_mm=3.0, d_min_mm=3.0 * (1 - pct / 100), length_mm=4.0, percent_diameter_stenosis=pct)
+
+    dp = {p: lesion_dp(br, A, 1000.0, [les(p)], 5.0, 25.0)["dp_pa"] for p in (29.99, 30.01, 35.0, 40.0, 45.0)}
+    poiseuille = lesion_dp(br, A, 1000.0, [], 5.0, 25.0)["dp_pa"]
+    assert dp[29.99] == pytest.approx(poiseuille, rel=1e-9)
+    assert dp[30.01] == pytest.approx(dp[29.99], rel=2e-3)  # no jump at the threshold
+    # from 40 % on: Young-Tsai across the lesion, Poiseuille elsewhere
+    outside = lesion_dp(br, A, 1000.0, [dict(les(45.0), weight=1.0)], 5.0, 25.0)["viscous_pa"]
+    assert dp[45.0] == pytest.approx(outside + float(young_tsai_dp_pa(1000.0, 1.5, 1.5 * 0.55, 4.0)), rel=1e-9)
+    # in between: halfway at 35 % between the Poiseuille integral and the full law at that grade
+    yt35 = lesion_dp(br, A, 1000.0, [dict(les(35.0), percent_diameter_stenosis=40.0)], 5.0, 25.0)["dp_pa"]
+    assert dp[35.0] == pytest.approx(0.5 * (poiseuille + yt35), rel=1e-9)
+
+
+def test_transit_fits_blend_by_the_upstream_weight():
+    from pinngs.flow.transit import TransitFit
+    from pinngs.online import _blend_transit
+
+    whole = TransitFit([800.0, 300.0], dict(t0_s=0.1, alpha=3.0, beta_s=0.2), "laminar", 0.10, 120, [], [40.0, 20.0])
+    up = TransitFit([1000.0, float("nan")], dict(t0_s=0.2, alpha=2.0, beta_s=0.3), "laminar", 0.20, 60, [], [80.0, 1.0])
+    assert _blend_transit(whole, None, 0.0) is whole and _blend_transit(whole, up, 0.0) is whole
+    assert _blend_transit(None, up, 1.0) is up
+    m = _blend_transit(whole, up, 0.25)
+    assert m.q_mm3_s[0] == pytest.approx(850.0) and math.isnan(m.q_mm3_s[1])
+    assert m.q_std_mm3_s[0] == pytest.approx(50.0) and m.rel_residual == pytest.approx(0.125)
+    assert m.bolus == whole.bolus and m.n_curves == 120
+    assert _blend_transit(whole, up, 0.75).bolus == up.bolus

@@ -6,7 +6,10 @@ plus Young–Tsai across each graded lesion (the baseline the PINN is compared w
 Along the branch, between arc lengths s_from and s_to (mm): outside the lesions, the viscous
 gradient 8πμQ/A(s)² of the local section (equivalent radius); across each lesion that lies within
 [s_from, s_to], the Young–Tsai loss (pinngs.simulate.cfd.young_tsai_dp_pa) with r0 = d_ref/2,
-rs = d_min/2 and the lesion length, in place of the viscous integral over the lesion.
+rs = d_min/2 and the lesion length, in place of the viscous integral over the lesion. A lesion dict
+may carry a ``weight`` w in [0, 1] (default 1): its stretch then costs w · Young–Tsai + (1 − w) · the
+viscous integral over it, so that a caller can fade the empirical law in with the grade
+(``pinngs.online.jet_weight``) instead of switching it on at a threshold.
 """
 from __future__ import annotations
 
@@ -38,17 +41,21 @@ def reduced_order_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, l
     g = 8 * math.pi * mu * q_mm3_s / A ** 2
     fine = np.linspace(s0, s1, 2000)
     gf = np.interp(fine, s, g)
-    keep = np.ones_like(fine, bool)
+    keep = np.ones_like(fine)  # weight of the viscous integrand: 1 - w across a lesion of weight w
     yt = []
     for les in lesions:
+        w = float(les.get("weight", 1.0))
+        if not 0.0 <= w <= 1.0:  # also refuses NaN
+            raise ValueError(f"reduced_order_dp: a lesion's weight must be in [0, 1], got {les.get('weight')}")
         shift = les["arc_from_inlet_mm"] - les["arc_in_branch_mm"]  # branch offset from the inlet
         a, e = les["start_arc_mm"] - shift, les["end_arc_mm"] - shift
-        if e < s0 or a > s1:
+        if e < s0 or a > s1 or w == 0.0:
             continue
-        keep &= ~((fine >= a) & (fine <= e))
+        inside = (fine >= a) & (fine <= e)
+        keep[inside] = np.minimum(keep[inside], 1.0 - w)
         dp = float(young_tsai_dp_pa(q_mm3_s, les["d_ref_mm"] / 2, les["d_min_mm"] / 2, les["length_mm"], rho, mu))
-        yt.append({"arc_in_branch_mm": les["arc_in_branch_mm"], "dp_pa": dp})
-    viscous = float(np.trapezoid(np.where(keep, gf, 0.0), fine))
+        yt.append({"arc_in_branch_mm": les["arc_in_branch_mm"], "dp_pa": w * dp, "young_tsai_pa": dp, "weight": w})
+    viscous = float(np.trapezoid(keep * gf, fine))
     return {"dp_pa": viscous + sum(x["dp_pa"] for x in yt), "viscous_pa": viscous, "lesions_pa": yt}
 
 

@@ -315,8 +315,8 @@ def upstream_of_lesions(curves: Curves, lesions: list[dict], margin_mm: float = 
     biplane preset with the whole vessel, -9 % proximal only). lesions: grade_stenosis dicts
     (branch, percent_diameter_stenosis, start_arc_mm: arc from the inlet, arc_in_branch_mm).
 
-    Narrowings milder than ``min_percent`` (30 %, the threshold at which ``online.flow_on_lumen``
-    applies Young–Tsai) cut nothing: a 20-26 % "lesion" that the grading finds on a real vessel's
+    Narrowings milder than ``min_percent`` (30 %, from which ``online.flow_on_lumen`` fades Young–Tsai
+    in and blends this Q with the whole vessel's, ``online.jet_weight``) cut nothing: a 20-26 % "lesion" that the grading finds on a real vessel's
     natural calibre changes (AneuRisk C0015) came and went between fits, and where it lay near the
     inlet it left 12-14 of ~120 curves. Online fixed-step replays of that preset then gave
     Q 892-900 mm³/s with the cut and 810-854 without it, and one benchmark run's last estimate
