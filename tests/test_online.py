@@ -468,3 +468,47 @@ def test_transit_fits_blend_by_the_upstream_weight():
     assert m.q_std_mm3_s[0] == pytest.approx(50.0) and m.rel_residual == pytest.approx(0.125)
     assert m.bolus == whole.bolus and m.n_curves == 120
     assert _blend_transit(whole, up, 0.75).bolus == up.bolus
+
+
+def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
+    """After a restart the outputs' average is the mean of the iterates (not weighted d^n towards the
+    restart point) until it spans ema_frames x the steps per frame; then it decays by 1 - 1/window."""
+    from pinngs.field import GaussianField
+
+    with pytest.raises(ValueError, match="ema_frames"):
+        OnlineConfig(ema_frames=-1.0).validate()
+    f = OnlineFitter(OnlineConfig(ema_frames=2.0))
+    f.field = GaussianField(torch.zeros(2, 3), torch.ones(2, 3))
+    f.steps_per_frame = 5.0  # a window of 10 steps
+    xs = []
+    for k in range(25):
+        x = float(k % 7) + 0.1 * k
+        with torch.no_grad():
+            f.field.means.fill_(x)
+        f._update_ema()
+        xs.append(x)
+        if k < 10:
+            assert float(f.ema[0][0, 0]) == pytest.approx(np.mean(xs), rel=1e-5)
+    ref = np.mean(xs[:10])
+    for x in xs[10:]:
+        ref = 0.9 * ref + 0.1 * x
+    assert float(f.ema[0][0, 0]) == pytest.approx(ref, rel=1e-5)
+    assert f.ema_n == 25
+    f.ema = None  # a restart (a re-initialisation or densification sets it so)
+    f._update_ema()
+    assert f.ema_n == 1 and float(f.ema[0][0, 0]) == pytest.approx(xs[-1])
+    # without averaging, the output is the iterate
+    g = OnlineFitter(OnlineConfig(ema_frames=0.0))
+    g.field, g.steps_per_frame = f.field, 5.0
+    for _ in range(3):
+        g._update_ema()
+    assert g.ema_n == 1
+
+
+def test_the_average_window_follows_the_steps_per_frame(cine):
+    """add_frame keeps a running mean of its steps per frame (what sets the window in steps)."""
+    study, _, _ = cine
+    f = OnlineFitter(OnlineConfig(**FIXED))
+    reps = _feed(f, study, range(30))
+    fit = [r.steps for r in reps if r.steps]
+    assert fit and f.steps_per_frame == pytest.approx(FIXED["min_steps"])
