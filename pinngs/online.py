@@ -91,8 +91,9 @@ when ``estimate()`` is called and the cached one is stale, or every ``flow_every
 The outputs (``lumen``, ``estimate``, ``write_outputs``) use ``model()``: the running average of the
 iterates, not the last mini-batch iterate: the plain mean since the last (re)initialisation or
 densification until it spans ``ema_frames`` frames' worth of steps (4 by default: W = 4 × the running
-mean of the steps per frame, ~95 steps at the 350 ms budget on this CPU, 4 at about one step per
-frame), then an exponential average with decay 1 − 1/W per step. Each step fits one frame, so the
+mean of the steps per frame, ~95 steps at the 350 ms budget on this CPU) but at least
+``ema_min_steps`` (20: at about one step per frame, the 30 fps budget here, 20 steps as with the
+earlier fixed 0.95 per step), then an exponential average with decay 1 − 1/W per step. Each step fits one frame, so the
 iterate jitters from frame to frame; a longer average is a steadier lumen, and a window counted in
 frames lags the data by the same number of frames whatever the budget. Fixed-step replays (seed 0,
 1 thread, 18-26 steps per frame; scratch) with a per-step decay of 0.95 (the earlier default, about
@@ -169,6 +170,7 @@ class OnlineConfig:
     min_steps: int = 1
     max_steps: int = 200
     ema_frames: float = 4.0  # the outputs average the iterates of about this many frames (0: the raw iterate)
+    ema_min_steps: int = 20  # ... and of at least this many steps (module docstring, Flow)
     lr_decay_steps: int = 200  # learning rates x max(lr_floor, 1 / (1 + steps since init / this)); 0: constant
     lr_floor: float = 0.25
     rot_lr_decay_steps: int = 600  # lr_decay_steps of a rotational run (see _set_lr)
@@ -200,8 +202,9 @@ class OnlineConfig:
             raise ValueError(f"frames_keep must be in (0, 1], got {self.frames_keep}")
         if not self.pa_mmhg > 0:
             raise ValueError(f"pa_mmhg must be > 0, got {self.pa_mmhg}")
-        if not self.ema_frames >= 0:
-            raise ValueError(f"ema_frames must be >= 0 (0: no averaging), got {self.ema_frames}")
+        if not self.ema_frames >= 0 or self.ema_min_steps < 0:
+            raise ValueError(f"need ema_frames >= 0 (0: no averaging) and ema_min_steps >= 0, got "
+                             f"{self.ema_frames} and {self.ema_min_steps}")
         if self.lr_decay_steps < 0 or self.rot_lr_decay_steps < 0 or not 0 < self.lr_floor <= 1:
             raise ValueError(f"need lr_decay_steps >= 0, rot_lr_decay_steps >= 0 and 0 < lr_floor <= 1, got "
                              f"{self.lr_decay_steps}, {self.rot_lr_decay_steps}, {self.lr_floor}")
@@ -823,7 +826,8 @@ class OnlineFitter:
         elif self.steps_per_frame == 0:  # no frame's steps measured yet: the plain mean so far
             d = 1.0
         else:
-            d = max(0.0, 1.0 - 1.0 / (self.config.ema_frames * self.steps_per_frame))  # window in steps
+            w = max(self.config.ema_frames * self.steps_per_frame, self.config.ema_min_steps)  # window in steps
+            d = max(0.0, 1.0 - 1.0 / w)
         with torch.no_grad():
             if self.ema is None or d == 0:
                 self.ema, self.ema_n = [p.detach().clone() for p in self.field.parameters()], 1

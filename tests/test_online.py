@@ -475,9 +475,10 @@ def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
     restart point) until it spans ema_frames x the steps per frame; then it decays by 1 - 1/window."""
     from pinngs.field import GaussianField
 
-    with pytest.raises(ValueError, match="ema_frames"):
-        OnlineConfig(ema_frames=-1.0).validate()
-    f = OnlineFitter(OnlineConfig(ema_frames=2.0))
+    for bad in (dict(ema_frames=-1.0), dict(ema_min_steps=-1)):
+        with pytest.raises(ValueError, match="ema_frames"):
+            OnlineConfig(**bad).validate()
+    f = OnlineFitter(OnlineConfig(ema_frames=2.0, ema_min_steps=4))
     f.field = GaussianField(torch.zeros(2, 3), torch.ones(2, 3))
     f.steps_per_frame = 5.0  # a window of 10 steps
     xs = []
@@ -497,6 +498,16 @@ def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
     f.ema = None  # a restart (a re-initialisation or densification sets it so)
     f._update_ema()
     assert f.ema_n == 1 and float(f.ema[0][0, 0]) == pytest.approx(xs[-1])
+    # at about one step per frame the window is ema_min_steps (here 4 steps: decay 0.75)
+    f.steps_per_frame = 1.0
+    with torch.no_grad():
+        f.field.means.fill_(1.0)
+    for _ in range(3):
+        f._update_ema()  # the mean of 4 iterates so far
+    with torch.no_grad():
+        f.field.means.fill_(0.0)
+    f._update_ema()
+    assert float(f.ema[0][0, 0]) == pytest.approx(0.75 * (0.25 * xs[-1] + 0.75))
     # without averaging, the output is the iterate
     g = OnlineFitter(OnlineConfig(ema_frames=0.0))
     g.field, g.steps_per_frame = f.field, 5.0
