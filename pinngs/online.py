@@ -93,8 +93,8 @@ iterates, not the last mini-batch iterate: the plain mean since the last (re)ini
 densification until it spans ``ema_frames`` frames' worth of steps (4 by default: W = 4 × the running
 mean of the steps per frame, ~95 steps at the 350 ms budget on this CPU) but at least
 ``ema_min_steps`` (20: at about one step per frame, the 30 fps budget here, 20 steps as with the
-earlier fixed 0.95 per step), then an exponential average with decay 1 − 1/W per step. Each step fits one frame, so the
-iterate jitters from frame to frame; a longer average is a steadier lumen, and a window counted in
+earlier fixed 0.95 per step), then an exponential average with decay 1 − 1/W per step. Each step fits
+one frame, so the iterate jitters from frame to frame; a longer average is a steadier lumen, and a window counted in
 frames lags the data by the same number of frames whatever the budget. Fixed-step replays (seed 0,
 1 thread, 18-26 steps per frame; scratch) with a per-step decay of 0.95 (the earlier default, about
 one frame) → 0.995 (about 8 frames) against the seed-0 batch: tube-biplane velocity rel-L2 0.112 →
@@ -149,8 +149,9 @@ YT_MIN_PERCENT = 30.0
 # fades both of its consequences in linearly: Young–Tsai against the Poiseuille integral across it
 # (``flow.reduced``), and Q timed upstream of it against Q timed on the whole vessel. With a switch at
 # 30 %, a natural calibre change of AneuRisk C0015 that online fits graded 25-47 % from one estimate
-# to the next moved ΔP between 25-29 and 80-168 Pa and Q by ~10 % (a scratch fixed-step replay; the
-# batch: 29 Pa). The stenosis presets grade at 47.5 % and more, where the weight is 1.
+# to the next moved ΔP between 25-29 and 80-168 Pa and Q by ~10 % (a scratch fixed-step replay on the
+# preset's study from an older simulator; the batch: 29 Pa). The stenosis presets grade at 47.5 % and
+# more, where the weight is 1.
 YT_FULL_PERCENT = 40.0
 SNAPSHOT_FORMAT = "pinngs-online"
 SNAPSHOT_VERSION = 1

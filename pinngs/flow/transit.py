@@ -316,11 +316,12 @@ def upstream_of_lesions(curves: Curves, lesions: list[dict], margin_mm: float = 
     (branch, percent_diameter_stenosis, start_arc_mm: arc from the inlet, arc_in_branch_mm).
 
     Narrowings milder than ``min_percent`` (30 %, from which ``online.flow_on_lumen`` fades Young–Tsai
-    in and blends this Q with the whole vessel's, ``online.jet_weight``) cut nothing: a 20-26 % "lesion" that the grading finds on a real vessel's
-    natural calibre changes (AneuRisk C0015) came and went between fits, and where it lay near the
-    inlet it left 12-14 of ~120 curves. Online fixed-step replays of that preset then gave
-    Q 892-900 mm³/s with the cut and 810-854 without it, and one benchmark run's last estimate
-    1179 (the batch: 794); Q jumped with the grade of a narrowing that has no jet.
+    in and blends this Q with the whole vessel's, ``online.jet_weight``) cut nothing: a 20-26 %
+    "lesion" that the grading finds on a real vessel's natural calibre changes (AneuRisk C0015) came
+    and went between fits, and where it lay near the inlet it left 12-14 of ~120 curves. Online
+    fixed-step replays of that preset then gave Q 892-900 mm³/s with the cut and 810-854 without it,
+    and one benchmark run's last estimate 1179 (the batch: 794; both on a study from an older
+    simulator); Q jumped with the grade of a narrowing that has no jet.
     """
     if not 0 <= min_percent <= 100:  # also refuses NaN
         raise ValueError(f"upstream_of_lesions: min_percent (% diameter stenosis) must be in [0, 100], got {min_percent}")
