@@ -330,12 +330,10 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
         areas = section_areas(branches, occ, origin_mm, spacing_mm)
         curves = time_intensity_curves(study, branches, areas_mm2=areas)
     lesions = grade_stenosis(branches)
-    for les in lesions:
-        les["jet_weight"] = jet_weight(les["percent_diameter_stenosis"])
     parents, _ = branch_topology(branches)
     # Q timed upstream of the narrowings with a jet (one notion of "a lesion with a jet": YT_MIN_PERCENT),
     # blended with Q timed on the whole vessel by the largest weight (see YT_FULL_PERCENT)
-    w_up = max((x["jet_weight"] for x in lesions), default=0.0)
+    w_up = max((jet_weight(x["percent_diameter_stenosis"]) for x in lesions), default=0.0)
     tr_up = None
     if w_up > 0:
         try:
@@ -377,8 +375,8 @@ def lesion_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, lesions:
     YT_FULL_PERCENT; milder ones keep the Poiseuille integral of their measured sections."""
     from .flow.reduced import reduced_order_dp
 
-    yt = [dict(x, weight=jet_weight(x["percent_diameter_stenosis"])) for x in lesions]
-    return reduced_order_dp(branch, area_mm2, q_mm3_s, [x for x in yt if x["weight"] > 0], s_from_mm, s_to_mm)
+    weighted = [dict(x, weight=jet_weight(x["percent_diameter_stenosis"])) for x in lesions]
+    return reduced_order_dp(branch, area_mm2, q_mm3_s, weighted, s_from_mm, s_to_mm)  # weight 0: skipped there
 
 
 def _blend_transit(whole, upstream, w: float):
