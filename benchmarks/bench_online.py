@@ -1,7 +1,7 @@
 """Online fitting: each simulator preset replayed frame by frame through ``OnlineFitter.add_frame``.
 
     python benchmarks/bench_online.py [--quick] [--presets a b ...] [--budget-s 0.35] [--batch-seeds 3]
-                                      [--online-seeds 1] [--cache DIR]
+                                      [--online-seeds 3] [--cache DIR]
 
 Per preset (studies from `pinngs simulate PRESET --seed 0` and batch results from `pinngs
 reconstruct`, both cached in --cache, default benchmarks/.cache/{sim,recon}; run here if missing):
@@ -293,9 +293,9 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
     ap.add_argument("--cache", default=str(HERE / ".cache"))
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
-    ap.add_argument("--online-seeds", type=int, default=1,
+    ap.add_argument("--online-seeds", type=int, default=None,
                     help="online replays per preset, OnlineConfig seeds 0..N-1 (the first is the issue's row; "
-                         "the others give the online side's spread, final estimate only)")
+                         "the others give the online side's spread, final estimate only; default 3; 1 with --quick)")
     ap.add_argument("--batch-seeds", type=int, default=None,
                     help="batch reconstructions per preset, seeds 0..N-1, for the batch's own spread "
                          "(default 3; 1 with --quick)")
@@ -303,8 +303,9 @@ def main() -> None:
     n_seeds = args.batch_seeds if args.batch_seeds is not None else (1 if args.quick else 3)
     if n_seeds < 1:
         ap.error(f"--batch-seeds must be >= 1, got {n_seeds}")
-    if args.online_seeds < 1:
-        ap.error(f"--online-seeds must be >= 1, got {args.online_seeds}")
+    n_online = args.online_seeds if args.online_seeds is not None else (1 if args.quick else 3)
+    if n_online < 1:
+        ap.error(f"--online-seeds must be >= 1, got {n_online}")
     if args.threads is not None and args.threads < 0:
         ap.error(f"--threads must be >= 0 (0: every core), got {args.threads}")
     presets = args.presets or (QUICK if args.quick else list(PRESETS))
@@ -319,7 +320,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints, n_seeds, args.threads,
-                                   args.online_seeds))
+                                   n_online))
         except Exception as e:  # a failed preset is reported, never dropped
             rows.append(dict(preset=name, error=f"{type(e).__name__}: {e}"))
         rows[-1]["wall_s"] = time.perf_counter() - t0
@@ -393,7 +394,7 @@ def main() -> None:
             L.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
     sm_rows = [r for r in rows if r.get("seed_means")]
     if sm_rows:
-        L += ["", f"**Online seeds against batch seeds** (`--online-seeds {args.online_seeds}`: the replay again with "
+        L += ["", f"**Online seeds against batch seeds** (`--online-seeds {n_online}`: the replay again with "
               "`OnlineConfig(seed=k)`, final estimate only; seed 0 is the row above): each side's values, and the "
               "difference of the two means relative to the batch mean (shown, not the issue's target).", "",
               "| preset | online ΔP Pa (seeds) | batch ΔP Pa (seeds) | ΔP means diff % | online vel rel-L2 (seeds) "

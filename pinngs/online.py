@@ -71,7 +71,8 @@ What ``add_frame`` does, in order:
    33-131 ms against 22-94 ms with 1 thread (``bench_online --budget-s 0.033``).
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
-shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; reversed when
+shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; thin ghost
+tails past the free ends cut, ``recon.centerline.trim_ghost_ends``; reversed when
 the bolus reaches its far end first) and stenosis
 grading → section areas → bolus-transit Q per branch (``flow.transit``; timed upstream of the lesions
 with a jet) → ΔP along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``) between the first and last sections
@@ -313,11 +314,14 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
     ``branches``: the centerline if already extracted. Raises ValueError when a stage cannot run."""
     from .flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
     from .pinn.steady import Domain, branch_flows
-    from .recon.centerline import _arc, branch_topology, extract_centerline, grade_stenosis, prune_stubs
+    from .recon.centerline import (_arc, branch_topology, extract_centerline, grade_stenosis, prune_stubs,
+                                   trim_ghost_ends)
 
     if branches is None:
         branches = extract_centerline(occ, origin_mm, spacing_mm)
-    branches = prune_stubs(branches)  # a no-op on extract_centerline's; centerline.csv files may predate it
+    # stubs: a no-op on extract_centerline's, but centerline.csv files may predate it; then the ghost
+    # tails past the free ends (trim_ghost_ends), which would grade as lesions
+    branches = trim_ghost_ends(prune_stubs(branches))
     areas = section_areas(branches, occ, origin_mm, spacing_mm)
     curves = time_intensity_curves(study, branches, areas_mm2=areas)
     if _arrival_slope_s_per_mm(curves) < 0:
@@ -326,7 +330,8 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
         if len(branches) == 1:
             branches = [np.asarray(branches[0])[::-1].copy()]
         else:
-            branches = extract_centerline(occ, origin_mm, spacing_mm, inlet_hint_mm=np.asarray(branches[0])[-1, :3])
+            branches = trim_ghost_ends(extract_centerline(occ, origin_mm, spacing_mm,
+                                                          inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
         areas = section_areas(branches, occ, origin_mm, spacing_mm)
         curves = time_intensity_curves(study, branches, areas_mm2=areas)
     lesions = grade_stenosis(branches)

@@ -288,3 +288,39 @@ def test_edt_in_slabs_matches_the_whole_transform(axis):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
         assert (want.max() >= 5 * 0.2) == fallback  # the ball does reach past the slabs' margin
+
+
+def test_ghost_tails_past_the_free_ends_are_trimmed_and_a_stenosis_is_not():
+    """A sparse-view fit can run on past a vessel's end as a thin tail (aneurisk-4view online: 4 mm of
+    R 0.16-0.36 mm past a 40 mm vessel of R ~1.8 mm), which grading read as a 93 % "lesion". The tail
+    goes at the outlet and at the inlet; a severe mid-vessel stenosis, a mild end taper and a
+    junction stay."""
+    from pinngs.recon.centerline import _arc, trim_ghost_ends
+
+    body = _segment([0, 0, 0], [0, 0, 40], 1.8, 1.8, n=81)
+    tail = _segment([0, 0, 40.25], [0, 0, 44], 0.6, 0.2, n=16)
+    lead = _segment([0, 0, -3], [0, 0, -0.5], 0.3, 0.5, n=6)
+    (out,) = trim_ghost_ends([np.vstack([lead, body, tail])])
+    assert np.allclose(out, body)
+    assert not [x for x in grade_stenosis([out]) if x["percent_diameter_stenosis"] >= 30]
+    graded = grade_stenosis([np.vstack([body, tail])])  # what the tail did untrimmed
+    assert max(x["percent_diameter_stenosis"] for x in graded) > 80
+    # a 70 % stenosis mid-vessel (R 0.54 of 1.8, below half) stays, and so does a taper to 0.6 x R at the end
+    sten = body.copy()
+    sten[35:46, 3] = 0.54
+    taper = _segment([0, 0, 40.5], [0, 0, 42], 1.5, 1.1, n=4)
+    (kept,) = trim_ghost_ends([np.vstack([sten, taper])])
+    assert np.array_equal(kept, np.vstack([sten, taper]))
+    # a parent's end at a junction is never cut, the daughters' free ends are
+    main = _segment([0, 0, 0], [0, 0, 30], 1.2, 0.5, n=31)  # narrowing into the junction: kept
+    d1 = np.vstack([_segment([0, 0, 30], [8, 0, 45], 1.0, 1.0), _segment([8.2, 0, 45.4], [9, 0, 47], 0.3, 0.2, n=5)])
+    d2 = _segment([0, 0, 30], [-8, 0, 45], 0.9, 0.9)
+    t = trim_ghost_ends([main, d1, d2])
+    assert np.array_equal(t[0], main) and np.array_equal(t[2], d2) and len(t[1]) == 30
+    assert _arc(t[1][:, :3])[-1] == pytest.approx(_arc(d1[:30, :3])[-1])
+    # at most (P - 2) // 2 points per end: a branch that is thin all along is not emptied
+    thin = _segment([0, 0, 0], [0, 0, 10], 0.2, 0.2, n=10)
+    thin[:, 3] = np.r_[[0.1] * 5, [1.0] * 5]  # 5 thin points at the inlet; the cap is 4
+    assert np.array_equal(trim_ghost_ends([thin])[0], thin[4:])
+    with pytest.raises(ValueError, match="frac"):
+        trim_ghost_ends([body], frac=1.5)

@@ -465,6 +465,40 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     return _join_chains(branches)
 
 
+def trim_ghost_ends(branches: list, frac: float = 0.5) -> list[np.ndarray]:
+    """The centerline without the ghost tail a sparse-view fit can grow past a vessel's free end.
+
+    branches: [P, 4] X, Y, Z, R (mm) each. At every free end (the start of a root branch, the end of
+    a branch without daughters) the points whose inscribed radius R is below ``frac`` times the
+    branch's median R are cut, walking in from the end to the first point at or above it; at most
+    (P − 2) // 2 points per end, and never at a junction. Such a tail has no lumen beyond it, so it
+    cannot be a stenosis, but grading read it as one. Measured: online fits of aneurisk-4view (the
+    study's vessel ends at 40.0 mm with R 1.36 mm) at 22 and 24 fixed steps per frame grew a 4 mm
+    tail of R 0.16-0.36 mm past the outlet, graded 84.9 % and 93.1 % "lesions" there, and ΔP came
+    out 30 203 and 680 273 Pa (batch: 36 Pa); in the online benchmark's run (24.5 steps per frame)
+    3003 Pa. A mid-vessel stenosis is never cut, however severe: the walk stops at the first point
+    of full calibre."""
+    if not 0 < frac < 1:
+        raise ValueError(f"trim_ghost_ends: frac must be in (0, 1), got {frac}")
+    branches = [np.asarray(b, float) for b in branches]
+    if not branches:
+        return branches
+    parents, kids = _tree(branches)
+    out = []
+    for j, b in enumerate(branches):
+        n, r = len(b), b[:, 3]
+        thr, most = frac * float(np.median(r)), max(0, (n - 2) // 2)
+        lo, hi = 0, n
+        if parents[j] < 0:
+            while lo < most and r[lo] < thr:
+                lo += 1
+        if not kids[j]:
+            while n - hi < most and r[hi - 1] < thr:
+                hi -= 1
+        out.append(b[lo:hi].copy())
+    return out
+
+
 def _tree(branches: list) -> tuple[list[int], list[list[int]]]:
     """(parent per branch, daughters per branch) from ``recon.centerline.branch_topology``."""
     parents, _ = branch_topology(branches)
