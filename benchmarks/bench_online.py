@@ -158,6 +158,11 @@ def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[i
     return fitter, lat, curve, n_warn
 
 
+def _final(curve: list[dict], n: int) -> dict | None:
+    """The accuracy point after the last of the n frames, None when the replay has none."""
+    return curve[-1] if curve and curve[-1]["frames"] == n else None
+
+
 def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1,
                threads: int | None = None, online_seeds: int = 1) -> dict:
     from pinngs.online import OnlineConfig
@@ -193,7 +198,7 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
                           n_fitting=int(len(fit_s)), p50_fitting_s=pct(fit_s, 50), p95_fitting_s=pct(fit_s, 95),
                           mean_steps_fitting=float(np.mean([x["steps"] for x in lat if x["fitting"]] or [0])))
     row["curve"] = curve
-    final = curve[-1] if curve and curve[-1]["frames"] == n else None
+    final = _final(curve, n)
     row["final"] = final
     tg = {}
     if name in BIPLANE and study.views[0].rows == 256:
@@ -228,7 +233,7 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     for k in range(1, online_seeds):
         _, _, c, _ = _replay(name, study, images, order, dataclasses.replace(cfg, seed=cfg.seed + k), [n], truth,
                              u_batch)
-        fk = c[-1] if c and c[-1]["frames"] == n else {}
+        fk = _final(c, n) or {}
         row["online_seeds"].append(dict(seed=cfg.seed + k, **{x: fk.get(x) for x in keys}))
     if online_seeds > 1:
         means = {}
