@@ -133,6 +133,7 @@ def test_estimate_flow_with_confidence(fed):
     assert e.ffr == pytest.approx((93.0 - e.dp_mmhg) / 93.0) and 0 < e.ffr < 1
     for k in ("geometry_confidence", "q_confidence", "velocity_confidence", "dp_confidence", "ffr_confidence"):
         assert 0.0 < getattr(e, k) <= 1.0, k
+    assert e.transit["branch_flows_mm3_s"][0] == pytest.approx(e.q_mm3_s)
     assert f.estimate() is e  # cached until a frame arrives
     # the velocity field: along the vessel inside, zero far outside
     cl = np.asarray(f._flow.branches[0])
@@ -470,6 +471,33 @@ def test_transit_fits_blend_by_the_upstream_weight():
     assert m.q_std_mm3_s[0] == pytest.approx(50.0) and m.rel_residual == pytest.approx(0.125)
     assert m.bolus == whole.bolus and m.n_curves == 120
     assert _blend_transit(whole, up, 0.75).bolus == up.bolus
+
+
+def test_daughters_share_their_parents_flow_by_murrays_law():
+    """split_flows: a Y (root 0, daughters 1 and 2, a grand-daughter 3 of daughter 2) whose daughters
+    were timed over their parent, as the laminar transit model times a bifurcation's short daughters
+    (pinngs.online.DAUGHTER_SPLIT): "murray" keeps the root's Q, ignores the daughters' and splits by
+    r³ so that each junction conserves mass; "transit" keeps the old rule (a daughter over its parent
+    is treated as missing)."""
+    from pinngs.online import split_flows
+
+    r = [1.6, 1.4, 1.1, 0.9]
+    areas = [np.full(20, math.pi * x ** 2) for x in r]
+    parents = [-1, 0, 0, 2]
+    q = split_flows([1000.0, 1070.0, 450.0, 200.0], parents, areas)
+    w1 = 1.4 ** 3 / (1.4 ** 3 + 1.1 ** 3)
+    assert q == pytest.approx([1000.0, 1000.0 * w1, 1000.0 * (1 - w1), 1000.0 * (1 - w1)])
+    assert q[1] + q[2] == pytest.approx(q[0])  # mass is conserved at the junction
+    assert split_flows([1000.0, float("nan"), float("nan"), float("nan")], parents, areas) == pytest.approx(q)
+    # the measured rule: daughter 1 (1070 > 1000) is missing and gets the rest, 1000 - 450
+    assert split_flows([1000.0, 1070.0, 450.0, 200.0], parents, areas, "transit") == pytest.approx(
+        [1000.0, 550.0, 450.0, 200.0])
+    # a second root (a disconnected piece) keeps its own transit Q under either rule
+    assert split_flows([1000.0, 300.0], [-1, -1], areas[:2]) == pytest.approx([1000.0, 300.0])
+    with pytest.raises(ValueError, match="daughters must be 'murray' or 'transit'"):
+        split_flows([1000.0], [-1], areas[:1], "poiseuille")
+    with pytest.raises(ValueError, match="one entry per branch"):
+        split_flows([1000.0, 1.0], [-1], areas[:1])
 
 
 def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
