@@ -160,9 +160,10 @@ YT_FULL_PERCENT = 40.0
 # daughter's own bolus-transit Q: on the Murray bifurcation preset (4-view, 3D CFD split 678/319 mm³/s
 # under 1000) the laminar transit model timed the daughters of the three batch lumens (`pinngs
 # reconstruct --seed 0/1/2`) at 1068/451, 1190/324 and 962/414 mm³/s under parents of 934, 957 and
-# 922: the larger daughter above its parent, the pair 1.5-1.6 times it. (A daughter 19-20 mm long
-# starts with the skewed, blunter profile of the junction, which a developed laminar profile reads as
-# a faster flow.) The rule before (a daughter's transit Q where no more than its parent's, the rest
+# 922: the larger daughter above its parent, the pair 1.5-1.6 times it. (A likely cause, not verified:
+# a daughter 19-20 mm long starts with the skewed, blunter profile of the junction, which a developed
+# laminar profile reads as a faster flow; the plug model, the bluntest, read them at 777/355, 827/305
+# and 726/335.) The rule before (a daughter's transit Q where no more than its parent's, the rest
 # by Murray's law) then gave 483/451, 634/324 and 509/414 and a velocity rel-L2 against the CFD of
 # 0.287/0.207/0.265; the Murray split gives 622/312, 629/329 and 603/320 and 0.202/0.208/0.216, against
 # 0.202/0.207/0.214 with the CFD's own split fraction. Caveat: the preset's radii obey Murray's law by
