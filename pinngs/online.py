@@ -278,6 +278,7 @@ class OnlineEstimate:
     ffr_confidence: float = 0.0
     pa_mmhg: float = 93.0
     dp_section_arcs_mm: tuple = (float("nan"), float("nan"))
+    # TransitFit.to_dict() + coverage, upstream_weight and branch_flows_mm3_s (the flows used, split_flows)
     transit: dict = field(default_factory=dict)
     seconds: float = 0.0
     note: str = "confidences are heuristics (pinngs.online docstring), not calibrated against errors"
