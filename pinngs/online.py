@@ -334,8 +334,7 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
     that they add up to the parent's (see DAUGHTER_SPLIT); "transit", each daughter's own transit Q
     where it is positive and no more than its parent's (the rest by Murray's law, as before).
     Raises ValueError when a stage cannot run."""
-    if daughters not in ("murray", "transit"):
-        raise ValueError(f"flow_on_lumen: daughters must be 'murray' or 'transit', got {daughters!r}")
+    _check_daughters("flow_on_lumen", daughters)  # before the seconds of work below
     from .flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
     from .pinn.steady import Domain
     from .recon.centerline import (_arc, branch_topology, extract_centerline, grade_stenosis, prune_stubs,
@@ -400,8 +399,7 @@ def split_flows(q_transit_mm3_s: list[float], parents: list[int], areas_mm2: lis
     transit Q (a daughter's own where positive and no more than its parent's). See DAUGHTER_SPLIT."""
     from .pinn.steady import branch_flows
 
-    if daughters not in ("murray", "transit"):
-        raise ValueError(f"split_flows: daughters must be 'murray' or 'transit', got {daughters!r}")
+    _check_daughters("split_flows", daughters)
     if not len(q_transit_mm3_s) == len(parents) == len(areas_mm2):
         raise ValueError(f"split_flows: one entry per branch needed, got {len(q_transit_mm3_s)} flows, "
                          f"{len(parents)} parents, {len(areas_mm2)} area arrays")
@@ -409,6 +407,11 @@ def split_flows(q_transit_mm3_s: list[float], parents: list[int], areas_mm2: lis
     if daughters == "murray":
         given = [v if p < 0 else float("nan") for v, p in zip(given, parents)]
     return branch_flows(given, parents, areas_mm2)
+
+
+def _check_daughters(who: str, daughters: str) -> None:
+    if daughters not in ("murray", "transit"):
+        raise ValueError(f"{who}: daughters must be 'murray' or 'transit', got {daughters!r}")
 
 
 def jet_weight(percent_diameter_stenosis: float) -> float:

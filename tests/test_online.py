@@ -498,6 +498,11 @@ def test_daughters_share_their_parents_flow_by_murrays_law():
         split_flows([1000.0], [-1], areas[:1], "poiseuille")
     with pytest.raises(ValueError, match="one entry per branch"):
         split_flows([1000.0, 1.0], [-1], areas[:1])
+    # flow_on_lumen refuses a bad rule before any work (no study or lumen is looked at)
+    from pinngs.online import flow_on_lumen
+
+    with pytest.raises(ValueError, match="flow_on_lumen: daughters must be 'murray' or 'transit'"):
+        flow_on_lumen(None, np.zeros((2, 2, 2)), (0.0, 0.0, 0.0), 0.1, daughters="Murray")
 
 
 def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
