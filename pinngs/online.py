@@ -42,9 +42,9 @@ What ``add_frame`` does, in order:
    0.957 / 20.0 / 0.215; AneuRisk 0.930 / 33.5 / 0.562 -> 0.941 / 46.2 / 0.528 (0.956 / 36.1 / 0.555).
    The lumen is better on every preset tried and the tube's velocity gap closes, but the flow
    estimate downstream moves the wrong way on curved (its centerline drifts: 0.096 mm from the truth
-   on average against 0.049) and AneuRisk (ΔP +38 %); hence off by default. Scratch variants that
-   normalised by a square max filter instead of the across-vessel peak pinched stenosis throats
-   (50 %: ΔP 411) and free ends (curved: false lesions, ΔP 128-240 Pa).
+   on average against 0.049) and AneuRisk (ΔP +38 %), and the 50 % stenosis's ΔP rises 7 %; hence off
+   by default. A scratch variant that normalised by a square max filter instead of the across-vessel
+   peak graded false lesions at the curved preset's free end (ΔP 128-240 Pa).
 4. **Update**: Adam steps (the batch fit's loss and densify/prune schedule, counted from the
    initialisation; its learning rates times max(``lr_floor``, 1 / (1 + steps / ``lr_decay_steps``)),
    i.e. halved after 200 steps and a quarter from 600 on (a rotational run: ``rot_lr_decay_steps``,
