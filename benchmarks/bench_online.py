@@ -335,6 +335,7 @@ def main() -> None:
         print(json.dumps(brief, default=float)[:1500], flush=True)
     meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
                 load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s, threads=n_threads,
+                init_disc_window_mm=OnlineConfig().init_disc_window_mm,
                 command=" ".join(["python", *sys.argv]),
                 targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,
                              velocity_rel_l2_rel_diff_vs_batch=REL_TARGET))

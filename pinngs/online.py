@@ -30,21 +30,24 @@ What ``add_frame`` does, in order:
    An (re)initialisation costs 0.1-0.6 s on the 256² presets (over the budget: it is
    the one frame that may exceed it; no step is forced after it). ``from_batch`` starts from a
    batch result instead and never re-initialises.
-   With ``init_disc_window_mm`` > 0 (off by default) the hull's points of a 2-4 view run are weighted by
-   a round-vessel prior (``recon.fit.disc_weights``): two views carve a square section, and the short
-   online fit kept its corners (tube-biplane: radius 0.89-1.12 of its mean about the axis with a 90°
-   period, the batch 0.92-1.08, the truth round). Scratch replays (fixed 21 steps per frame, 1
-   thread, seed 0; Dice / ΔP Pa / velocity rel-L2, even hull -> prior at 3 mm; batch seed 0 in
-   brackets): tube 0.930 / 61.5 / 0.112 -> 0.958 / 61.1 / 0.098 (0.943 / 61.8 / 0.098; seeds 1, 2:
-   velocity 0.111, 0.109 -> 0.100, 0.101); 50 % biplane 0.933 / 382 / 0.371 -> 0.965 / 408 / 0.368
-   (0.946 / 365 / 0.364); curved 0.885 / 80.7 / 0.267 -> 0.907 / 83.3 / 0.342 (0.880 / 81.6 / 0.239);
-   70 % 4-view 0.972 / 2320 / 0.732 -> 0.974 / 2220 / 0.732; bifurcation 0.954 / 20.3 / 0.214 ->
-   0.957 / 20.0 / 0.215; AneuRisk 0.930 / 33.5 / 0.562 -> 0.941 / 46.2 / 0.528 (0.956 / 36.1 / 0.555).
-   The lumen is better on every preset tried and the tube's velocity gap closes, but the flow
-   estimate downstream moves the wrong way on curved (its centerline drifts: 0.096 mm from the truth
-   on average against 0.049) and AneuRisk (ΔP +38 %), and the 50 % stenosis's ΔP rises 7 %; hence off
-   by default. A scratch variant that normalised by a square max filter instead of the across-vessel
-   peak graded false lesions at the curved preset's free end (ΔP 128-240 Pa).
+   The hull's points of a 2-4 view run are weighted by a round-vessel prior (``init_disc_window_mm``,
+   3 mm; ``recon.fit.disc_weights``): two views carve a square section, and the short online fit
+   kept its corners (tube-biplane: radius 0.89-1.12 of its mean about the axis with a 90° period, the
+   batch 0.92-1.08, the truth round). Scratch replays (fixed 21 steps per frame, 1 thread, seed 0;
+   Dice / ΔP Pa / velocity rel-L2, even hull -> prior; batch seed 0 in brackets):
+   tube 0.930 / 61.5 / 0.112 -> 0.958 / 61.4 / 0.099 (0.943 / 61.8 / 0.098);
+   50 % biplane 0.933 / 382 / 0.371 -> 0.966 / 387 / 0.368 (0.946 / 365 / 0.364);
+   curved 0.885 / 80.7 / 0.267 -> 0.936 / 110.5 / 0.330 (0.880 / 81.6 / 0.239; truth ΔP 102.4);
+   70 % 4-view 0.972 / 2320 / 0.732 -> 0.977 / 2049 / 0.734 (0.972 / 2168 / 0.731);
+   eccentric 0.967 / 633 / 0.667 -> 0.968 / 621 / 0.664 (0.967 / 693 / 0.673);
+   bifurcation 0.954 / 20.3 / 0.214 -> 0.957 / 20.1 / 0.220 (0.960 / 19.8 / 0.202);
+   AneuRisk 0.930 / 33.5 / 0.562 -> 0.938 / 35.3 / 0.574 (0.956 / 36.1 / 0.555).
+   The lumen is better on every preset, and the tube's velocity gap closes. The price is curved's
+   velocity: its far end, foreshortened in one view, comes out narrow (radius 1.17-1.30 mm against
+   1.40; see ``recon.fit.DISC_RESOLVED``), although its ΔP moves towards the truth. The first version
+   of the weights (the sum of 1 - s_v² over the views, exact only for views evenly spread about the
+   vessel) and a square max filter for the local peak did worse there (velocity 0.342; false lesions
+   at the free end, ΔP 128-240 Pa).
 4. **Update**: Adam steps (the batch fit's loss and densify/prune schedule, counted from the
    initialisation; its learning rates times max(``lr_floor``, 1 / (1 + steps / ``lr_decay_steps``)),
    i.e. halved after 200 steps and a quarter from 600 on (a rotational run: ``rot_lr_decay_steps``,
@@ -215,11 +218,10 @@ class OnlineConfig:
     reinit_growth: float = 1.3  # re-initialise when the smallest per-view net peak mass grew by this factor
     max_reinit: int = 5
     # round-vessel prior on the initial hull of a biplane or multiview run (recon.fit.disc_weights): the
-    # half-width (mm) of the across-vessel window that finds each view's local peak; 0 (default): the
-    # even hull. Off until the flow estimate downstream is understood on the rounder lumen (module
-    # docstring, Initialise). Never used on rotational runs: 16 views carve a round hull already and
-    # weighting 40000 points in 16 views takes ~7 s.
-    init_disc_window_mm: float = 0.0
+    # half-width (mm) of the across-vessel window that finds each view's local peak; 0: the even hull.
+    # Measured in the module docstring (Initialise). Never used on rotational runs: 16 views carve a
+    # round hull already and weighting 40000 points in 16 views takes ~7 s.
+    init_disc_window_mm: float = 3.0
     rot_init_span_deg: float = 90.0  # rotational runs: the opacified views must span this arc before the init
     reinit_until_steps: int = 0  # re-initialise only within this many steps of the last init (0: any time)
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
