@@ -30,10 +30,10 @@ What ``add_frame`` does, in order:
    An (re)initialisation costs 0.1-0.6 s on the 256² presets (over the budget: it is
    the one frame that may exceed it; no step is forced after it). ``from_batch`` starts from a
    batch result instead and never re-initialises.
-   The hull's points of a 2-4 view run are weighted by a round-vessel prior (``init_disc_window_mm``,
-   3 mm; ``recon.fit.disc_weights``): two views carve a square section, and the short online fit
-   kept its corners (tube-biplane: radius 0.89-1.12 of its mean about the axis with a 90° period, the
-   batch 0.92-1.08, the truth round). Scratch replays (fixed 21 steps per frame, 1 thread, seed 0;
+   With ``init_disc_window_mm`` > 0 (off by default; 3 mm measured) the hull's points of a 2-4 view
+   run are weighted by a round-vessel prior (``recon.fit.disc_weights``): two views carve a square
+   section, and the short online fit kept its corners (tube-biplane: radius 0.89-1.12 of its mean
+   about the axis with a 90° period, the batch 0.92-1.08, the truth round). Scratch replays (fixed 21 steps per frame, 1 thread, seed 0;
    Dice / ΔP Pa / velocity rel-L2, even hull -> prior; batch seed 0 in brackets):
    tube 0.930 / 61.5 / 0.112 -> 0.958 / 61.4 / 0.099 (0.943 / 61.8 / 0.098);
    50 % biplane 0.933 / 382 / 0.371 -> 0.966 / 387 / 0.368 (0.946 / 365 / 0.364);
@@ -47,7 +47,13 @@ What ``add_frame`` does, in order:
    1.40; see ``recon.fit.DISC_RESOLVED``), although its ΔP moves towards the truth. The first version
    of the weights (the sum of 1 - s_v² over the views, exact only for views evenly spread about the
    vessel) and a square max filter for the local peak did worse there (velocity 0.342; false lesions
-   at the free end, ΔP 128-240 Pa).
+   at the free end, ΔP 128-240 Pa). The benchmark with the prior on (``benchmarks/results/online_disc.md``,
+   350 ms budget, 3 + 3 seeds) met the 10 % targets on 4 of 8 presets against 6 of 8 without it
+   (``online.md``): tube-biplane's velocity still missed (0.122 against 0.098; online seeds
+   0.122/0.103/0.102, whose mean is now 3.0 % from the batch's against 15.1 %: the single pair is seed
+   scatter), and curved (ΔP 109 against 82 Pa, velocity 0.332 against 0.239), AneuRisk (ΔP 57 against
+   36; seeds 57/54/33) and the 50 % stenosis (ΔP 404 against 365, 10.6 %) missed. Dice rose on 6 of 8
+   (curved 0.939 against the batch's 0.880). Hence off by default.
 4. **Update**: Adam steps (the batch fit's loss and densify/prune schedule, counted from the
    initialisation; its learning rates times max(``lr_floor``, 1 / (1 + steps / ``lr_decay_steps``)),
    i.e. halved after 200 steps and a quarter from 600 on (a rotational run: ``rot_lr_decay_steps``,
@@ -218,10 +224,11 @@ class OnlineConfig:
     reinit_growth: float = 1.3  # re-initialise when the smallest per-view net peak mass grew by this factor
     max_reinit: int = 5
     # round-vessel prior on the initial hull of a biplane or multiview run (recon.fit.disc_weights): the
-    # half-width (mm) of the across-vessel window that finds each view's local peak; 0: the even hull.
-    # Measured in the module docstring (Initialise). Never used on rotational runs: 16 views carve a
-    # round hull already and weighting 40000 points in 16 views takes ~7 s.
-    init_disc_window_mm: float = 3.0
+    # half-width (mm) of the across-vessel window that finds each view's local peak (3.0 was measured);
+    # 0 (default): the even hull. Off: it did worse on the benchmark's targets (module docstring,
+    # Initialise). Never used on rotational runs: 16 views carve a round hull already and weighting
+    # 40000 points in 16 views takes ~7 s.
+    init_disc_window_mm: float = 0.0
     rot_init_span_deg: float = 90.0  # rotational runs: the opacified views must span this arc before the init
     reinit_until_steps: int = 0  # re-initialise only within this many steps of the last init (0: any time)
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())

@@ -580,4 +580,4 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
     even, disc = fields[0.0], fields[3.0]
     print(f"\nGaussians after 16 frames: even hull {even}, disc-weighted {disc}")
     assert disc < 0.9 * even
-    assert OnlineConfig().init_disc_window_mm == 3.0  # on by default (module docstring, Initialise)
+    assert OnlineConfig().init_disc_window_mm == 0.0  # off by default (module docstring, Initialise)
