@@ -249,7 +249,8 @@ def disc_weights(images: np.ndarray, views: list[CArmView], pts_mm: np.ndarray,
     the vessel, so that a free end is not judged against the vessel behind it (a square max filter
     of the same size graded false narrowings at the curved preset's free end in scratch replays:
     ΔP 128-240 Pa against 81). Neither keeps a stenosis throat from being judged against its
-    shoulders within the window (50 % biplane replay: ΔP 382 -> 408 Pa)."""
+    shoulders within the window (50 % biplane replay: ΔP 382 -> 408 Pa by the sum rule, 387 Pa by
+    the least squares; the batch 365)."""
     imgs = np.asarray(images, np.float64)
     P = np.asarray(pts_mm, np.float64)
     if imgs.ndim != 3 or len(imgs) != len(views) or P.ndim != 2 or P.shape[1] != 3:
