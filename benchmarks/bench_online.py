@@ -164,7 +164,7 @@ def _final(curve: list[dict], n: int) -> dict | None:
 
 
 def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1,
-               threads: int | None = None, online_seeds: int = 1) -> dict:
+               threads: int | None = None, online_seeds: int = 1, disc_window_mm: float | None = None) -> dict:
     from pinngs.online import OnlineConfig
     from pinngs.recon.pipeline import load_any_study
 
@@ -186,6 +186,7 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
 
     cfg = OnlineConfig(latency_budget_s=budget_s)
     cfg = cfg if threads is None else dataclasses.replace(cfg, threads=threads)
+    cfg = cfg if disc_window_mm is None else dataclasses.replace(cfg, init_disc_window_mm=disc_window_mm)
     checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)} | {n})  # the last always
     fitter, lat, curve, n_warn = _replay(name, study, images, order, cfg, checkpoints, truth, u_batch)
     row["warnings"] = n_warn
@@ -296,6 +297,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=0.35, help="OnlineConfig.latency_budget_s")
     ap.add_argument("--threads", type=int, default=None,
                     help="OnlineConfig.threads: torch threads in add_frame (0: every core; default: the config's)")
+    ap.add_argument("--disc-window-mm", type=float, default=None,
+                    help="OnlineConfig.init_disc_window_mm: the round-vessel prior (0: off; default: the config's)")
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
     ap.add_argument("--cache", default=str(HERE / ".cache"))
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
@@ -312,6 +315,8 @@ def main() -> None:
     n_online = args.online_seeds if args.online_seeds is not None else (1 if args.quick else 3)
     if n_online < 1:
         ap.error(f"--online-seeds must be >= 1, got {n_online}")
+    if args.disc_window_mm is not None and args.disc_window_mm < 0:
+        ap.error(f"--disc-window-mm must be >= 0 (0: off), got {args.disc_window_mm}")
     if args.threads is not None and args.threads < 0:
         ap.error(f"--threads must be >= 0 (0: every core), got {args.threads}")
     presets = args.presets or (QUICK if args.quick else list(PRESETS))
@@ -326,7 +331,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints, n_seeds, args.threads,
-                                   n_online))
+                                   n_online, args.disc_window_mm))
         except Exception as e:  # a failed preset is reported, never dropped
             rows.append(dict(preset=name, error=f"{type(e).__name__}: {e}"))
         rows[-1]["wall_s"] = time.perf_counter() - t0
@@ -335,7 +340,8 @@ def main() -> None:
         print(json.dumps(brief, default=float)[:1500], flush=True)
     meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
                 load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s, threads=n_threads,
-                init_disc_window_mm=OnlineConfig().init_disc_window_mm,
+                init_disc_window_mm=(OnlineConfig().init_disc_window_mm if args.disc_window_mm is None
+                                     else args.disc_window_mm),
                 command=" ".join(["python", *sys.argv]),
                 targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,
                              velocity_rel_l2_rel_diff_vs_batch=REL_TARGET))

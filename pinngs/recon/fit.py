@@ -76,13 +76,17 @@ from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
 
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
 DISC_MIN_WEIGHT = 0.02  # backprojection_init's round-vessel prior drops hull points weighted below this
-# disc_weights resolves the section along the directions whose singular value is at least this x the
-# largest. Scratch replays of curved-biplane (21 steps per frame, seed 0; its far end is foreshortened
-# in one view, so the two views' normals close to ~20°): Dice / ΔP Pa / velocity rel-L2 at 0.05:
-# 0.936 / 103.7 / 0.327; 0.2: 0.936 / 110.5 / 0.330; 0.35: 0.917 / 93.4 / 0.295; 0.5: 0.883 / 177 /
-# 0.339; 0.7: 0.853 / 277 / 0.445 (no prior: 0.885 / 80.7 / 0.267; truth ΔP 102.4 Pa). Leaving the
-# poorly resolved direction uncut keeps the hull's long diamond there, which grades as a narrowing.
-DISC_RESOLVED = 0.2
+# disc_weights solves for the offset by ridge regression, shrinking each direction by sv² / (sv² +
+# DISC_RIDGE x the largest sv²): a direction the views resolve poorly is cut less, one they do not
+# resolve (the vessel's axis) not at all. Scratch replays of curved-biplane (21 steps per frame, seed 0;
+# its far end is foreshortened in one view, where the two views' normals close to ~20°), Dice / ΔP Pa /
+# velocity rel-L2; no prior: 0.885 / 80.7 / 0.267; batch seed 0: 0.880 / 81.6 / 0.239; truth ΔP 102.4.
+# Ridge 0.05: 0.952 / 92.9 / 0.244 (seed 1: 0.952 / 93.1 / 0.242); ridge 0.15: 0.936 / 76.5 / 0.216
+# (but AneuRisk ΔP 77.6 against 35.9 at 0.05). A hard cut of the directions under 0.05 / 0.2 / 0.35 /
+# 0.5 / 0.7 x the largest sv instead: 0.936 / 103.7 / 0.327, 0.936 / 110.5 / 0.330, 0.917 / 93.4 /
+# 0.295, 0.883 / 177 / 0.339, 0.853 / 277 / 0.445: what it cut it cut too deep (the far end's radius
+# 1.17-1.30 mm against 1.40), and what it left uncut kept the hull's long diamond, graded as a narrowing.
+DISC_RIDGE = 0.05
 
 
 @dataclass
@@ -237,20 +241,20 @@ def disc_weights(images: np.ndarray, views: list[CArmView], pts_mm: np.ndarray,
     vessel's axis. That plane projects onto the vessel's image, so n_v = Jᵀ·across_v normalised (J
     the projection's 2x3 Jacobian at the point); the axis is the direction most nearly normal to
     every n_v. The signed offsets x·n_v / R = ±sqrt(1 - s_v²) (the sign: which side of the ridge the
-    point's image lies on) give x / R in the section by least squares, with the directions the
-    views do not resolve left at 0 (singular values under ``DISC_RESOLVED`` x the largest: the prior
-    does not cut along them; the vessel's axis is one), and the weight max(0, 1 - |x|²/R²).
+    point's image lies on) give x / R in the section by ridge regression (``DISC_RIDGE``: a
+    direction the views resolve poorly is cut less; the vessel's axis, which no view resolves, not
+    at all), and the weight max(0, 1 - |x|²/R²).
     A first version took e = (2/V) Σ_v (1 - s_v²), which is |x|²/R² only when the n_v spread evenly
     over the half turn; where the curved preset's far end is foreshortened in one view the two n_v
     close up and it pinched the section (scratch replay: centerline 0.5 mm off the truth there,
-    velocity rel-L2 0.342 against 0.267 without the prior; with the least squares, 0.330: the far
-    end's radius is still under-estimated there, 1.17-1.30 mm against 1.40).
+    velocity rel-L2 0.342 against 0.267 without the prior; with a plain least squares, 0.330: the
+    far end's radius came out 1.17-1.30 mm against 1.40; with the ridge, 0.244).
     The normalisation is local, so that a thin branch is not judged against a wide one, and across
     the vessel, so that a free end is not judged against the vessel behind it (a square max filter
     of the same size graded false narrowings at the curved preset's free end in scratch replays:
     ΔP 128-240 Pa against 81). Neither keeps a stenosis throat from being judged against its
     shoulders within the window (50 % biplane replay: ΔP 382 -> 408 Pa by the sum rule, 387 Pa by
-    the least squares; the batch 365)."""
+    the ridge; the batch 365)."""
     imgs = np.asarray(images, np.float64)
     P = np.asarray(pts_mm, np.float64)
     if imgs.ndim != 3 or len(imgs) != len(views) or P.ndim != 2 or P.shape[1] != 3:
@@ -271,11 +275,9 @@ def disc_weights(images: np.ndarray, views: list[CArmView], pts_mm: np.ndarray,
         offsets.append(downhill * np.sqrt(1.0 - s ** 2))
     N = np.stack(normals, 1)  # [P, V, 3]
     b = np.stack(offsets, 1)  # [P, V]
-    # least squares for x / R in 3D; the axis (the direction normal to no n_v) and any direction the
-    # views do not resolve fall under the singular-value cut-off and stay at 0
+    # x / R in 3D by ridge regression (see DISC_RIDGE): the axis (normal to no n_v) stays at 0
     U, sv, Vt = np.linalg.svd(N, full_matrices=False)  # N = U diag(sv) Vt, [P, V, k], [P, k], [P, k, 3]
-    keep = sv > DISC_RESOLVED * sv[:, :1]
-    coef = np.where(keep, np.einsum("pvk,pv->pk", U, b) / np.where(keep, sv, 1.0), 0.0)
+    coef = np.einsum("pvk,pv->pk", U, b) * sv / (sv ** 2 + DISC_RIDGE * sv[:, :1] ** 2)
     x = np.einsum("pk,pkj->pj", coef, Vt)
     return np.clip(1.0 - (x ** 2).sum(1), 0.0, 1.0)
 
