@@ -55,7 +55,9 @@ What ``add_frame`` does, in order:
    50 % 0.968 / 387 / 0.367; curved 0.952 / 92.9 / 0.244 (seed 1: 0.952 / 93.1 / 0.242); 70 % 0.977
    / 2184 / 0.733; eccentric 0.969 / 647 / 0.665; bifurcation 0.958 / 20.0 / 0.201; AneuRisk 0.942 /
    35.9 / 0.508. All are within 10 % of the batch but curved's ΔP, which lies between the batch's and
-   the truth's. It has not been benchmarked yet; it stays off until it is.
+   the truth's. A side benchmark on three presets (``online_disc_ridge.md``): tube velocity 0.093
+   against 0.098, AneuRisk ΔP 37 against 36 Pa, curved ΔP 91 against 82 (11.6 %) with velocity 0.238
+   against 0.239. It stays off until the full benchmark has run with it.
    The first version of the weights (the sum of 1 - s_v² over the views, exact only for views evenly
    spread about the vessel) and a square max filter for the local peak did worse on curved (velocity
    0.342; false lesions at the free end, ΔP 128-240 Pa).
