@@ -33,8 +33,9 @@ What ``add_frame`` does, in order:
    With ``init_disc_window_mm`` > 0 (off by default; 3 mm measured) the hull's points of a 2-4 view
    run are weighted by a round-vessel prior (``recon.fit.disc_weights``): two views carve a square
    section, and the short online fit kept its corners (tube-biplane: radius 0.89-1.12 of its mean
-   about the axis with a 90° period, the batch 0.92-1.08, the truth round). Scratch replays (fixed 21 steps per frame, 1 thread, seed 0;
-   Dice / ΔP Pa / velocity rel-L2, even hull -> prior; batch seed 0 in brackets):
+   about the axis with a 90° period, the batch 0.92-1.08, the truth round). Scratch replays (fixed
+   21 steps per frame, 1 thread, seed 0; Dice / ΔP Pa / velocity rel-L2, even hull -> prior; batch
+   seed 0 in brackets):
    tube 0.930 / 61.5 / 0.112 -> 0.958 / 61.4 / 0.099 (0.943 / 61.8 / 0.098);
    50 % biplane 0.933 / 382 / 0.371 -> 0.966 / 387 / 0.368 (0.946 / 365 / 0.364);
    curved 0.885 / 80.7 / 0.267 -> 0.936 / 110.5 / 0.330 (0.880 / 81.6 / 0.239; truth ΔP 102.4);
