@@ -186,7 +186,8 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
 
     cfg = OnlineConfig(latency_budget_s=budget_s)
     cfg = cfg if threads is None else dataclasses.replace(cfg, threads=threads)
-    cfg = cfg if disc_window_mm is None else dataclasses.replace(cfg, init_disc_window_mm=disc_window_mm)
+    cfg = cfg if disc_window_mm is None else dataclasses.replace(
+        cfg, fit=dataclasses.replace(cfg.fit, init_disc_window_mm=disc_window_mm))
     checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)} | {n})  # the last always
     fitter, lat, curve, n_warn = _replay(name, study, images, order, cfg, checkpoints, truth, u_batch)
     row["warnings"] = n_warn
@@ -298,7 +299,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="OnlineConfig.threads: torch threads in add_frame (0: every core; default: the config's)")
     ap.add_argument("--disc-window-mm", type=float, default=None,
-                    help="OnlineConfig.init_disc_window_mm: the round-vessel prior (0: off; default: the config's)")
+                    help="FitConfig.init_disc_window_mm of the online fit: the round-vessel prior (0: off; default: "
+                         "the config's). The batch reference keeps `pinngs reconstruct`'s default")
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
     ap.add_argument("--cache", default=str(HERE / ".cache"))
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
@@ -340,7 +342,7 @@ def main() -> None:
         print(json.dumps(brief, default=float)[:1500], flush=True)
     meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
                 load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s, threads=n_threads,
-                init_disc_window_mm=(OnlineConfig().init_disc_window_mm if args.disc_window_mm is None
+                init_disc_window_mm=(OnlineConfig().fit.init_disc_window_mm if args.disc_window_mm is None
                                      else args.disc_window_mm),
                 command=" ".join(["python", *sys.argv]),
                 targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,

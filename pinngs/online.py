@@ -231,12 +231,6 @@ class OnlineConfig:
     init_snr: float = 20.0  # contrast-to-noise (p99.9 / 1.4826 MAD) for "opacified"
     reinit_growth: float = 1.3  # re-initialise when the smallest per-view net peak mass grew by this factor
     max_reinit: int = 5
-    # round-vessel prior on the initial hull of a biplane or multiview run (recon.fit.disc_weights): the
-    # half-width (mm) of the across-vessel window that finds each view's local peak (3.0 was measured);
-    # 0 (default): the even hull. Off: it did worse on the benchmark's targets (module docstring,
-    # Initialise). Never used on rotational runs: 16 views carve a round hull already and weighting
-    # 40000 points in 16 views takes ~7 s.
-    init_disc_window_mm: float = 0.0
     rot_init_span_deg: float = 90.0  # rotational runs: the opacified views must span this arc before the init
     reinit_until_steps: int = 0  # re-initialise only within this many steps of the last init (0: any time)
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
@@ -268,9 +262,6 @@ class OnlineConfig:
         if self.max_reinit < 0 or self.reinit_until_steps < 0 or not self.reinit_growth > 1:
             raise ValueError(f"need max_reinit >= 0, reinit_until_steps >= 0 and reinit_growth > 1, got "
                              f"{self.max_reinit}, {self.reinit_until_steps}, {self.reinit_growth}")
-        if not self.init_disc_window_mm >= 0:
-            raise ValueError(f"init_disc_window_mm must be >= 0 (0: no round-vessel prior), got "
-                             f"{self.init_disc_window_mm}")
         if self.flow_every < 0 or self.threads < 0:
             raise ValueError("flow_every and threads must be >= 0")
         self.fit.validate()
@@ -761,9 +752,9 @@ class OnlineFitter:
             else:
                 tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]))
             tg = Targets(tg.views, _clean_for_init(tg.images), tg.info)
-            # the round-vessel prior is for 2-4 views (see OnlineConfig.init_disc_window_mm)
+            # the round-vessel prior is for 2-4 views (see FitConfig.init_disc_window_mm)
             f = backprojection_init(tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
-                                    0.0 if rotational else self.config.init_disc_window_mm)
+                                    0.0 if rotational else c.init_disc_window_mm)
         except Exception as e:  # noqa: BLE001 - e.g. no common vessel in the views yet: wait for more frames
             warnings.warn(f"initialisation postponed ({type(e).__name__}: {e})", OnlineFrameWarning, stacklevel=3)
             return ""

@@ -18,6 +18,7 @@ import torch
 from pinngs.geometry import CArmView
 from pinngs.io.study import Frame, Study, save_study
 from pinngs.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
+from pinngs.recon.fit import FitConfig
 from pinngs.simulate.projector import project_volume
 from pinngs.simulate.transport import gamma_variate
 
@@ -348,7 +349,7 @@ def test_watch_reads_dicom_files(cine, tmp_path, capsys):
     (dict(max_reinit=-1), "max_reinit"),
     (dict(reinit_growth=1.0), "reinit_growth"),
     (dict(lead_peak_frac=1.5), "lead_peak_frac"),
-    (dict(init_disc_window_mm=-1.0), "init_disc_window_mm"),
+    (dict(fit=FitConfig(init_disc_window_mm=-1.0)), "init_disc_window_mm"),
 ])
 def test_bad_config_is_refused_with_the_field_named(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -562,7 +563,7 @@ def test_the_average_window_follows_the_steps_per_frame(cine):
 
 
 def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
-    """``init_disc_window_mm`` is passed to the back-projection (a biplane run) and its weights drop
+    """``FitConfig.init_disc_window_mm`` is passed to the back-projection (a biplane run) and its weights drop
     the hull's corners: fewer Gaussians than the even hull of the same frames (the mass and the
     weights themselves: test_recon_fit's test_the_round_vessel_prior_turns_the_biplane_hull_into_a_disc)."""
     import pinngs.online as online
@@ -573,11 +574,12 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
     monkeypatch.setattr(online, "backprojection_init", lambda *a: seen.append(a[4]) or real(*a))
     fields = {}
     for w in (0.0, 3.0):
-        f = OnlineFitter(OnlineConfig(**{**FIXED, "min_steps": 1, "max_steps": 1}, init_disc_window_mm=w))
+        f = OnlineFitter(OnlineConfig(**{**FIXED, "min_steps": 1, "max_steps": 1},
+                                      fit=FitConfig(init_disc_window_mm=w)))
         _feed(f, study, range(16))
         assert f.field is not None and seen[-1] == w
         fields[w] = len(f.field.means)
     even, disc = fields[0.0], fields[3.0]
     print(f"\nGaussians after 16 frames: even hull {even}, disc-weighted {disc}")
     assert disc < 0.9 * even
-    assert OnlineConfig().init_disc_window_mm == 0.0  # off by default (module docstring, Initialise)
+    assert OnlineConfig().fit.init_disc_window_mm == 3.0  # on by default (module docstring, Initialise)
