@@ -30,38 +30,16 @@ What ``add_frame`` does, in order:
    An (re)initialisation costs 0.1-0.6 s on the 256² presets (over the budget: it is
    the one frame that may exceed it; no step is forced after it). ``from_batch`` starts from a
    batch result instead and never re-initialises.
-   With ``init_disc_window_mm`` > 0 (off by default; 3 mm measured) the hull's points of a 2-4 view
-   run are weighted by a round-vessel prior (``recon.fit.disc_weights``): two views carve a square
-   section, and the short online fit kept its corners (tube-biplane: radius 0.89-1.12 of its mean
-   about the axis with a 90° period, the batch 0.92-1.08, the truth round). Scratch replays (fixed
-   21 steps per frame, 1 thread, seed 0; Dice / ΔP Pa / velocity rel-L2, even hull -> prior; batch
-   seed 0 in brackets):
-   tube 0.930 / 61.5 / 0.112 -> 0.958 / 61.4 / 0.099 (0.943 / 61.8 / 0.098);
-   50 % biplane 0.933 / 382 / 0.371 -> 0.966 / 387 / 0.368 (0.946 / 365 / 0.364);
-   curved 0.885 / 80.7 / 0.267 -> 0.936 / 110.5 / 0.330 (0.880 / 81.6 / 0.239; truth ΔP 102.4);
-   70 % 4-view 0.972 / 2320 / 0.732 -> 0.977 / 2049 / 0.734 (0.972 / 2168 / 0.731);
-   eccentric 0.967 / 633 / 0.667 -> 0.968 / 621 / 0.664 (0.967 / 693 / 0.673);
-   bifurcation 0.954 / 20.3 / 0.214 -> 0.957 / 20.1 / 0.220 (0.960 / 19.8 / 0.202);
-   AneuRisk 0.930 / 33.5 / 0.562 -> 0.938 / 35.3 / 0.574 (0.956 / 36.1 / 0.555).
-   The lumen is better on every preset, and the tube's velocity gap closes. Those replays used a
-   plain least squares for the section offset; curved's far end, foreshortened in one view, came
-   out narrow (radius 1.17-1.30 mm against 1.40). The benchmark with that version on
-   (``benchmarks/results/online_disc.md``, 350 ms budget, 3 + 3 seeds) met the 10 % targets on 4 of 8
-   presets against 6 of 8 without it (``online.md``): tube-biplane's velocity still missed (0.122
-   against 0.098; online seeds 0.122/0.103/0.102, whose mean is 3.0 % from the batch's against 15.1 %
-   before), and curved (ΔP 109 against 82 Pa, velocity 0.332 against 0.239), AneuRisk (ΔP 57 against
-   36; seeds 57/54/33) and the 50 % stenosis (ΔP 404 against 365, 10.6 %) missed. Hence off by
-   default. The weights now use a ridge regression (``recon.fit.DISC_RIDGE``), which cuts the poorly
-   resolved directions less. Same scratch replays, prior with the ridge: tube 0.960 / 61.2 / 0.0996;
-   50 % 0.968 / 387 / 0.367; curved 0.952 / 92.9 / 0.244 (seed 1: 0.952 / 93.1 / 0.242); 70 % 0.977
-   / 2184 / 0.733; eccentric 0.969 / 647 / 0.665; bifurcation 0.958 / 20.0 / 0.201; AneuRisk 0.942 /
-   35.9 / 0.508. All are within 10 % of the batch but curved's ΔP, which lies between the batch's and
-   the truth's. A side benchmark on three presets (``online_disc_ridge.md``): tube velocity 0.093
-   against 0.098, AneuRisk ΔP 37 against 36 Pa, curved ΔP 91 against 82 (11.6 %) with velocity 0.238
-   against 0.239. It stays off until the full benchmark has run with it.
-   The first version of the weights (the sum of 1 - s_v² over the views, exact only for views evenly
-   spread about the vessel) and a square max filter for the local peak did worse on curved (velocity
-   0.342; false lesions at the free end, ΔP 128-240 Pa).
+   On a 2-4 view run the hull's points are weighted by the batch fit's round-vessel prior
+   (``FitConfig.init_disc_window_mm``, 3 mm; ``recon.fit.disc_weights``; never on rotational runs):
+   two views carve a square section, and the short online fit kept its corners (tube-biplane:
+   radius 0.89-1.12 of its mean about the axis with a 90° period, the truth round). Benchmark
+   (``benchmarks/results/online.md``, 350 ms, 3 + 3 seeds, prior on both sides) against the even
+   hull on both sides (the run before): online Dice tube 0.927 -> 0.960, curved 0.883 -> 0.953,
+   AneuRisk 0.933 -> 0.943; 5 of 8 presets within 10 % of the batch on ΔP and velocity against 6
+   of 8 (the batch improved too, and its seeds scatter about as much as the bar; see the README).
+   Side runs with the prior on the online side only: ``online_disc.md`` (a first, least-squares
+   version of the weights: 4 of 8) and ``online_disc_ridge.md`` (3 presets).
 4. **Update**: Adam steps (the batch fit's loss and densify/prune schedule, counted from the
    initialisation; its learning rates times max(``lr_floor``, 1 / (1 + steps / ``lr_decay_steps``)),
    i.e. halved after 200 steps and a quarter from 600 on (a rotational run: ``rot_lr_decay_steps``,

@@ -32,12 +32,13 @@ Pipeline (``fit_study``):
    attenuation, set so that the field's total mass matches the mass seen in the images. On a 2-4
    view study the points are then weighted by a round-vessel prior (``init_disc_window_mm``, 3 mm;
    ``disc_weights``): two views carve a square section, which the fit keeps; the prior makes the
-   initial section the disc the views' profiles agree with. Measured (``pinngs reconstruct``, seed
-   0, ``recon.evaluate``; even hull -> prior): Dice tube-biplane 0.943 -> 0.967, 50 % biplane
-   0.946 -> 0.970, curved-biplane 0.880 -> 0.960 (HD95 0.781 -> 0.161 mm); over seeds 0-2 Dice
-   / radius MAE mm, 70 % 4-view 0.971 / 0.072 -> 0.975 / 0.044, eccentric 0.967 / 0.096 -> 0.972 /
-   0.066, bifurcation 0.958 / 0.116 -> 0.961 / 0.100, AneuRisk 0.953 / 0.286 -> 0.956 / 0.323 (its
-   centerline RMSE 0.099 -> 0.155 mm: the aneurysm is not a round vessel). Never on a rotational
+   initial section the disc the views' profiles agree with. Measured (``pinngs reconstruct --seed
+   0..2``, ``recon.evaluate``; mean Dice / radius MAE mm, even hull -> prior): tube-biplane 0.941 /
+   0.157 -> 0.962 / 0.102, 50 % biplane 0.947 / 0.128 -> 0.974 / 0.056, curved-biplane 0.877 /
+   0.185 -> 0.959 / 0.075 (HD95 0.827 -> 0.180 mm), 70 % 4-view 0.971 / 0.072 -> 0.975 / 0.044,
+   eccentric 0.967 / 0.096 -> 0.972 / 0.066, bifurcation 0.958 / 0.116 -> 0.961 / 0.100, AneuRisk
+   0.953 / 0.286 -> 0.956 / 0.323 (its centerline RMSE 0.099 -> 0.155 mm: the aneurysm is not a
+   round vessel). Never on a rotational
    study: its views carve a round hull already.
 3. **Optimisation.** Adam on means, log-scales, quaternions and attenuations against the mean
    squared error over all targets (each normalised by its peak²), plus the priors:
