@@ -38,8 +38,7 @@ Pipeline (``fit_study``):
    0.185 -> 0.959 / 0.075 (HD95 0.827 -> 0.180 mm), 70 % 4-view 0.971 / 0.072 -> 0.975 / 0.044,
    eccentric 0.967 / 0.096 -> 0.972 / 0.066, bifurcation 0.958 / 0.116 -> 0.961 / 0.100, AneuRisk
    0.953 / 0.286 -> 0.956 / 0.323 (its centerline RMSE 0.099 -> 0.155 mm: the aneurysm is not a
-   round vessel). Never on a rotational
-   study: its views carve a round hull already.
+   round vessel). Never on a rotational study: its views carve a round hull already.
 3. **Optimisation.** Adam on means, log-scales, quaternions and attenuations against the mean
    squared error over all targets (each normalised by its peak²), plus the priors:
 
@@ -109,7 +108,7 @@ class FitConfig:
     # round-vessel prior on the initial hull of a 2-4 view study (backprojection_init, disc_weights): the
     # half-width (mm) of the across-vessel window that finds each view's local peak; 0: the even hull.
     # Never used on rotational studies (16+ views carve a round hull already; weighting 40000 points
-    # in 16 views takes ~7 s). 3.0 was measured: README, "Batch reconstruction" and "Online fitting".
+    # in 16 views takes ~7 s). 3.0 was measured: the module docstring (2.) and README, "Reconstruction".
     init_disc_window_mm: float = 3.0
     rot_keep: float = 0.9  # rotational: near-peak frames for the initialisation (and the "composite" fit)
     targets: str = "frames"  # "frames": every frame with its own contrast; "composite": one image per view
@@ -542,7 +541,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         start, history = st["step"], st["history"]
         torch.set_rng_state(st["rng"])
     else:
-        sparse = study.mode != "rotational"  # the prior is for 2-4 views; 16+ already give a round hull
+        sparse = study.mode != "rotational"  # the prior is for cine views; a sweep's hull is round already
         f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
                                 c.init_disc_window_mm if sparse else 0.0)
         opt = _make_opt(f, c)
