@@ -730,9 +730,7 @@ class OnlineFitter:
             else:
                 tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]))
             tg = Targets(tg.views, _clean_for_init(tg.images), tg.info)
-            # the round-vessel prior is for 2-4 views (see FitConfig.init_disc_window_mm)
-            f = backprojection_init(tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
-                                    0.0 if rotational else c.init_disc_window_mm)
+            f = backprojection_init(tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians, c.disc_window_for(st.mode))
         except Exception as e:  # noqa: BLE001 - e.g. no common vessel in the views yet: wait for more frames
             warnings.warn(f"initialisation postponed ({type(e).__name__}: {e})", OnlineFrameWarning, stacklevel=3)
             return ""

@@ -155,6 +155,11 @@ class FitConfig:
             raise ValueError(f"init_disc_window_mm must be >= 0 (0: no round-vessel prior), got "
                              f"{self.init_disc_window_mm}")
 
+    def disc_window_for(self, mode: str) -> float:
+        """``init_disc_window_mm`` for a study of this mode: 0 on a rotational sweep, whose views carve
+        a round hull already."""
+        return 0.0 if mode == "rotational" else self.init_disc_window_mm
+
 
 @dataclass
 class Targets:
@@ -541,9 +546,8 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         start, history = st["step"], st["history"]
         torch.set_rng_state(st["rng"])
     else:
-        sparse = study.mode != "rotational"  # the prior is for cine views; a sweep's hull is round already
         f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
-                                c.init_disc_window_mm if sparse else 0.0)
+                                c.disc_window_for(study.mode))
         opt = _make_opt(f, c)
     n_init = len(f) if start == 0 else None
     t_init = time.perf_counter() - t0
