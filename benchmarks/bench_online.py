@@ -23,7 +23,13 @@ reconstruct`, both cached in --cache, default benchmarks/.cache/{sim,recon}; run
 5. with --online-seeds N > 1, the online replay again with ``OnlineConfig(seed=k)``, k = 1 .. N − 1
    (its random frame choices), only the final estimate: the online side's own spread, and the mean of
    the online seeds against the mean of the batch seeds (whether the online result is *biased* against
-   the batch, which one pair of runs cannot say when both sides scatter by several per cent).
+   the batch, which one pair of runs cannot say when both sides scatter by several per cent);
+6. "geometry or Q?": the final online estimate with its inlet Q replaced by the batch's. The
+   quasi-Poiseuille field is linear in Q and ΔP is recomputed, so what still differs there is the
+   online geometry; the rest is the transit Q timed on the online centerline (on aneurisk-4view the
+   transit fit depends on the centerline by ±15 %: ``pinngs.flow.transit``, "Known limit");
+7. the same flow method on the simulator's own lumen and centerline: what a perfect geometry gives
+   this method (it is a model: Young–Tsai and the quasi-Poiseuille field are not the truth's CFD).
 
 Targets (issue 7): p95 ≤ 500 ms per frame on the biplane presets at 256² (on this CPU); after the
 last frame |ΔP_online − ΔP_batch| ≤ 10 % of ΔP_batch and the velocity rel-L2 within 10 % (relative)
@@ -123,10 +129,26 @@ def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None
     return out, u
 
 
-def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[int], truth: Truth, u_batch):
+def _ideal_flow(study, sim: Path, truth: Truth) -> dict:
+    """The same flow method on the simulator's own lumen and centerline: what a perfect geometry gives it
+    (its transit Q, Poiseuille + Young–Tsai ΔP and quasi-Poiseuille field are models, so not the truth)."""
+    from pinngs.online import flow_on_lumen
+    from pinngs.recon.centerline import read_centerline_csv
+
+    try:
+        fl = flow_on_lumen(study, truth.occ, truth.origin, truth.h, read_centerline_csv(sim / "truth" / "centerline.csv"))
+        return _flow_metrics(fl, truth)[0]
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        return {"flow_error": f"{type(e).__name__}: {e}"}
+
+
+def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[int], truth: Truth, u_batch,
+            q_batch: float | None = None):
     """Frames one by one through a new ``OnlineFitter(cfg)``; ``estimate()`` and the accuracy after the
     frames numbered in ``checkpoints``. Returns (fitter, per-frame latency records, accuracy curve,
-    number of OnlineFrameWarnings)."""
+    number of OnlineFrameWarnings). With ``q_batch`` (the batch's inlet Q), each point also has the
+    online geometry's figures at that Q (``_at_batch_q``): the quasi-Poiseuille field is linear in Q and
+    ΔP is recomputed with it, so what differs from the batch there is the geometry alone."""
     from tqdm import tqdm
 
     from pinngs.online import OnlineFitter, OnlineFrameWarning
@@ -153,9 +175,23 @@ def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[i
                     pt["velocity_rel_l2"] = truth.vel_rel_l2(u)
                     if u_batch is not None:
                         pt["velocity_rel_l2_vs_batch"] = float(np.linalg.norm(u - u_batch) / np.linalg.norm(u_batch))
+                    if q_batch is not None and np.isfinite(q_batch):
+                        pt.update(_at_q(fitter._flow, u, q_batch, truth))
                 curve.append(pt)
         n_warn = len(caught)
     return fitter, lat, curve, n_warn
+
+
+def _at_q(flow, u: np.ndarray, q_mm3_s: float, truth: Truth) -> dict:
+    """Velocity rel-L2 and ΔP of one flow estimate with its inlet Q replaced by ``q_mm3_s`` (the field
+    [P, 3] ``u`` at the truth's points scales with Q; ΔP is recomputed along branch 0)."""
+    from pinngs.online import lesion_dp
+
+    k = q_mm3_s / float(flow.domain.q_mm3_s[0])
+    s0, s1 = flow.dp_arcs_mm
+    dp = lesion_dp(np.asarray(flow.branches[0], float), flow.areas_mm2[0], q_mm3_s,
+                   [x for x in flow.lesions if x["branch"] == 0], s0, s1)
+    return {"velocity_rel_l2_at_batch_q": truth.vel_rel_l2(u * k), "dp_pa_at_batch_q": float(dp["dp_pa"])}
 
 
 def _final(curve: list[dict], n: int) -> dict | None:
@@ -180,6 +216,7 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     # batch reference: the same flow method on the batch lumen (seed 0), and on the other seeds' lumens
     batch, u_batch = _batch_flow(study, rec, truth)
     row["batch"] = batch
+    row["ideal"] = _ideal_flow(study, sim, truth)
     seeds = [batch] + [_batch_flow(study, _ensure(name, cache, k)[1], truth)[0] for k in range(1, batch_seeds)]
     row["batch_seeds"] = [dict(seed=k, **{x: m.get(x) for x in ("dice", "dp_pa", "velocity_rel_l2")})
                           for k, m in enumerate(seeds)]
@@ -189,7 +226,8 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     cfg = cfg if disc_window_mm is None else dataclasses.replace(
         cfg, fit=dataclasses.replace(cfg.fit, init_disc_window_mm=disc_window_mm))
     checkpoints = sorted({int(round(n * f)) for f in np.linspace(0.25, 1.0, n_checkpoints)} | {n})  # the last always
-    fitter, lat, curve, n_warn = _replay(name, study, images, order, cfg, checkpoints, truth, u_batch)
+    fitter, lat, curve, n_warn = _replay(name, study, images, order, cfg, checkpoints, truth, u_batch,
+                                         batch.get("q_mm3_s"))
     row["warnings"] = n_warn
     row["total_steps"] = fitter.total_steps
     row["events"] = [dict(frame=i, event=x["event"], seconds=x["seconds"]) for i, x in enumerate(lat) if x["event"]]
@@ -389,6 +427,45 @@ def main() -> None:
             f"{_f(fi.get('velocity_rel_l2'))} ({_f(b.get('velocity_rel_l2'))}) | "
             f"{mark('velocity_rel_l2_rel_diff_vs_batch', _f(None if v_d is None else 100 * v_d, '{:.1f}'))} | "
             f"{_f(fi.get('velocity_rel_l2_vs_batch'))} | {_f(fi.get('estimate_seconds'), '{:.1f}')} |")
+    gq_rows = [r for r in rows if "error" not in r and "velocity_rel_l2_at_batch_q" in (r.get("final") or {})]
+    if gq_rows:
+        L += ["", "**Geometry or Q?** The final online estimate with its inlet Q replaced by the batch's (the "
+              "quasi-Poiseuille field scales with Q; ΔP recomputed on the online sections and lesions): what "
+              "still differs from the batch is the online geometry alone; the rest of the difference above is "
+              "the bolus-transit Q timed on the online centerline (shown, not a target).", "",
+              "| preset | Q online / batch | ΔP online at batch Q (batch) Pa | ΔP diff % | vel rel-L2 online at batch Q "
+              "(batch) | vel diff % |", "|---|---|---|---|---|---|"]
+        for r in gq_rows:
+            fi, b = r["final"], r["batch"]
+            qr = fi["q_mm3_s"] / b["q_mm3_s"]
+            dd = abs(fi["dp_pa_at_batch_q"] - b["dp_pa"]) / abs(b["dp_pa"])
+            vd = abs(fi["velocity_rel_l2_at_batch_q"] - b["velocity_rel_l2"]) / b["velocity_rel_l2"]
+            L.append(f"| {r['preset']} | {qr:.3f} | {fi['dp_pa_at_batch_q']:.0f} ({b['dp_pa']:.0f}) | {100 * dd:.1f} | "
+                     f"{fi['velocity_rel_l2_at_batch_q']:.3f} ({b['velocity_rel_l2']:.3f}) | {100 * vd:.1f} |")
+    id_rows = [r for r in rows if "q_mm3_s" in r.get("ideal", {})]
+    if id_rows:
+        L += ["", "**The same flow method on the true lumen** (the simulator's lumen and centerline: what this method "
+              "gives with a perfect geometry; its transit Q, Poiseuille + Young–Tsai ΔP and quasi-Poiseuille field "
+              "are models, so it is not the truth), against the online and batch results (shown, not a target).", "",
+              "| preset | Q ideal (online, batch; seed 0) mm³/s | ΔP ideal (online, batch; seed means) Pa "
+              "| vel rel-L2 ideal (online, batch; seed means) |",
+              "|---|---|---|---|"]
+        for r in id_rows:
+            idl = r["ideal"]
+
+            def mean(side, key):
+                v = [x.get(key) for x in r.get(side, [])]
+                v = [x for x in v if x is not None and np.isfinite(x)]
+                return float(np.mean(v)) if v else None
+
+            cells = []
+            for key, fmt in (("q_mm3_s", "{:.0f}"), ("dp_pa", "{:.0f}"), ("velocity_rel_l2", "{:.3f}")):
+                if key == "q_mm3_s":  # Q is kept for seed 0 only
+                    on, ba = (r.get("final") or {}).get(key), r["batch"].get(key)
+                else:
+                    on, ba = mean("online_seeds", key), mean("batch_seeds", key)
+                cells.append(f"{_f(idl.get(key), fmt)} ({_f(on, fmt)}, {_f(ba, fmt)})")
+            L.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
     sp_rows = [r for r in rows if r.get("batch_seed_spread")]
     if sp_rows:
         L += ["", f"**The batch's own spread** (`pinngs reconstruct --seed 0..{n_seeds - 1}`, the same flow method on "

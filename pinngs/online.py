@@ -79,6 +79,18 @@ What ``add_frame`` does, in order:
    a measurement on a busy CPU, where 2 threads wait on each other; ``threads=1`` there. At a
    33 ms budget (about one step per frame) 2 threads lengthened the tail: p95 over fitting frames
    33-131 ms against 22-94 ms with 1 thread (``bench_online --budget-s 0.033``).
+   Batch-like steps after the last frame do not bring the online fit to the batch's: the two settle
+   in different local optima. Scratch runs replayed each preset at a fixed 35 steps per frame, then
+   took 200 steps of 8 random opacified frames each:
+   - stenosis50-biplane: ΔP 373 → 373 Pa at the decayed rates, and 373 → 376 and 379 → 383 Pa
+     (seeds 0/1) at the batch's constant rates; d_min 1.471 → 1.469 mm. Batch seed 0: 363 Pa,
+     1.479 mm, 3227 Gaussians against the online's 2539.
+   - aneurisk-4view: velocity rel-L2 0.555 → 0.555, Dice 0.946 → 0.946.
+   Two other attempts to move stenosis50-biplane did not help either (no consolidation; before:
+   373/379 Pa for seeds 0/1):
+   - densifying until 1200 steps (``FitConfig.densify_until``): 384/412 Pa;
+   - re-initialising later (``reinit_growth`` 1.1, ``max_reinit`` 12: a 6th init at frame 29, seed 0):
+     383 Pa.
 
 Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
 shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; thin ghost

@@ -27,6 +27,27 @@ than the centre's 1/w is 1 − w). For a daughter branch τ_m is its parent's at
 own V/(2 Q_daughter). c_in is a gamma variate (t0, α, β); K(s) and a baseline b(s) are fitted in
 closed form per curve (variable projection), and (t0, α, β, Q per branch) by non-linear least
 squares (scipy). A plug-flow model (c̄ = c_in(t − V/Q)) is available for comparison.
+
+Known limit: a tortuous real vessel. On the 7 synthetic presets the fit's relative residual is
+0.08-0.09 and Q moves by under 5 % between the centerlines of different fits of one study. On AneuRisk
+C0015 (aneurisk-4view: a real ICA, 3D tetrahedral Navier-Stokes with mixing) it is 0.22-0.32, and Q
+depends on the centerline. On one lumen, the truth's occupancy for the areas, the laminar fit gave:
+- Q 1031 mm³/s on an online fit's centerline (fixed 35 steps per frame, seed 0);
+- Q 885 on the batch fit's (seed 0);
+- Q 1299 on the simulator's own centerline;
+- the truth is 1000.
+The four views disagree: per view on the batch centerline, 837 / 833 / 460 / 1106 (residual
+0.29 / 0.11 / 0.43 / 0.10).
+Three scratch changes were tried and not kept:
+- a robust loss (soft_l1, f_scale 0.05), each fit on its own lumen: batch seeds 890 / 926 / 913 →
+  1035 / 1050 / 1030, the online fit 1050 → 1112; the simulator's centerline (truth areas) 1299 → 1380;
+  under 0.5 % on the synthetic presets' batch lumens (3 seeds each);
+- a blunter power-law profile, u ∝ 1 − (r/R)^n with n 2 → 10, on the batch lumen (seed 0): Q 890 → 969,
+  the residual unchanged (0.273 → 0.271);
+- dropping the curves within 2 radii of the ends (truth areas): batch centerline 885 → 986, online
+  1031 → 1033, the simulator's 1299 → 1275.
+Q's confidence in ``pinngs.online`` reflects this through the residual: 0.18 on AneuRisk against
+0.58-0.67 on the other presets (``benchmarks/results/online.json``).
 """
 from __future__ import annotations
 
