@@ -460,6 +460,40 @@ def test_a_narrowing_fades_in_as_a_lesion_with_a_jet():
     assert dp[35.0] == pytest.approx(0.5 * (poiseuille + yt35), rel=1e-9)
 
 
+def test_a_flattened_section_with_its_area_intact_has_no_jet():
+    """The jet weight takes the milder of the inscribed-sphere grade and the section-area grade: a 40 %
+    dip of the inscribed radius whose areas stay round-vessel (a flattened section) costs Poiseuille
+    only; the same dip in the areas too is a 40 % lesion with Young-Tsai in full."""
+    from pinngs.online import equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
+    from pinngs.recon.centerline import grade_stenosis
+
+    s = np.linspace(0, 40, 401)
+    dip = 1 - 0.4 * np.exp(-((s - 20) / 2.0) ** 2)  # 40 % diameter at 20 mm
+    r_in = 1.5 * dip
+    br = np.column_stack([np.zeros_like(s), np.zeros_like(s), s, r_in])
+    (les,) = grade_stenosis([br])
+    assert les["percent_diameter_stenosis"] == pytest.approx(40.0, abs=0.5)
+    flat = np.full_like(s, math.pi * 1.5 ** 2)  # the flow's area does not narrow
+    mild = math.pi * (1.5 * (1 - 0.1 * np.exp(-((s - 20) / 2.0) ** 2))) ** 2  # ... or by 10 % in diameter
+    real = math.pi * r_in ** 2
+    assert equivalent_stenosis_percent(br, flat, les) == pytest.approx(0.0, abs=0.1)
+    assert equivalent_stenosis_percent(br, mild, les) == pytest.approx(10.0, abs=0.5)
+    assert equivalent_stenosis_percent(br, real, les) == pytest.approx(40.0, abs=1.0)
+    for areas, w in ((flat, 0.0), (mild, 0.0), (real, 1.0)):
+        x = dict(les, percent_equivalent_diameter_stenosis=equivalent_stenosis_percent(br, areas, les))
+        assert lesion_jet_weight(x) == pytest.approx(w, abs=0.05)
+    # without the area grade (a caller's own lesion dicts), or NaN, the inscribed grade alone decides
+    assert lesion_jet_weight(les) == pytest.approx(1.0, abs=0.05)
+    assert lesion_jet_weight(dict(les, percent_equivalent_diameter_stenosis=float("nan"))) == lesion_jet_weight(les)
+    # ΔP: the flattened section is the Poiseuille integral of its (round) areas, no Young-Tsai
+    x = dict(les, percent_equivalent_diameter_stenosis=equivalent_stenosis_percent(br, flat, les))
+    assert lesion_dp(br, flat, 1000.0, [x], 5.0, 35.0)["dp_pa"] == pytest.approx(
+        lesion_dp(br, flat, 1000.0, [], 5.0, 35.0)["dp_pa"], rel=1e-9)
+    # no reference window (a lesion spanning the branch): NaN, not a guess
+    wide = dict(les, start_arc_mm=0.0, end_arc_mm=40.0)
+    assert math.isnan(equivalent_stenosis_percent(br, real, wide))
+
+
 def test_transit_fits_blend_by_the_upstream_weight():
     from pinngs.flow.transit import TransitFit
     from pinngs.online import _blend_transit
