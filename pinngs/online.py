@@ -80,7 +80,7 @@ What ``add_frame`` does, in order:
    33 ms budget (about one step per frame) 2 threads lengthened the tail: p95 over fitting frames
    33-131 ms against 22-94 ms with 1 thread (``bench_online --budget-s 0.033``).
    Batch-like steps after the last frame do not bring the online fit to the batch's: the two settle
-   in different local optima. Scratch runs replayed each preset at a fixed 35 steps per frame, then
+   in different local optima. Scratch runs replayed two presets at a fixed 35 steps per frame, then
    took 200 steps of 8 random opacified frames each:
    - stenosis50-biplane: ΔP 373 → 373 Pa at the decayed rates, and 373 → 376 and 379 → 383 Pa
      (seeds 0/1) at the batch's constant rates; d_min 1.471 → 1.469 mm. Batch seed 0: 363 Pa,
