@@ -147,7 +147,7 @@ def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[i
     """Frames one by one through a new ``OnlineFitter(cfg)``; ``estimate()`` and the accuracy after the
     frames numbered in ``checkpoints``. Returns (fitter, per-frame latency records, accuracy curve,
     number of OnlineFrameWarnings). With ``q_batch`` (the batch's inlet Q), each point also has the
-    online geometry's figures at that Q (``_at_batch_q``): the quasi-Poiseuille field is linear in Q and
+    online geometry's figures at that Q (``_at_q``: *_at_batch_q): the quasi-Poiseuille field is linear in Q and
     ΔP is recomputed with it, so what differs from the batch there is the geometry alone."""
     from tqdm import tqdm
 
