@@ -185,13 +185,8 @@ def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[i
 def _at_q(flow, u: np.ndarray, q_mm3_s: float, truth: Truth) -> dict:
     """Velocity rel-L2 and ΔP of one flow estimate with its inlet Q replaced by ``q_mm3_s`` (the field
     [P, 3] ``u`` at the truth's points scales with Q; ΔP is recomputed along branch 0)."""
-    from pinngs.online import lesion_dp
-
     k = q_mm3_s / float(flow.domain.q_mm3_s[0])
-    s0, s1 = flow.dp_arcs_mm
-    dp = lesion_dp(np.asarray(flow.branches[0], float), flow.areas_mm2[0], q_mm3_s,
-                   [x for x in flow.lesions if x["branch"] == 0], s0, s1)
-    return {"velocity_rel_l2_at_batch_q": truth.vel_rel_l2(u * k), "dp_pa_at_batch_q": float(dp["dp_pa"])}
+    return {"velocity_rel_l2_at_batch_q": truth.vel_rel_l2(u * k), "dp_pa_at_batch_q": float(flow.dp_at(q_mm3_s)["dp_pa"])}
 
 
 def _final(curve: list[dict], n: int) -> dict | None:

@@ -617,3 +617,21 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
     print(f"\nGaussians after 16 frames: even hull {even}, disc-weighted {disc}")
     assert disc < 0.9 * even
     assert OnlineConfig().fit.init_disc_window_mm == 3.0  # on by default (module docstring, Initialise)
+
+
+def test_lumen_flow_dp_at_is_poiseuille_on_a_straight_tube_and_linear_in_q():
+    # a straight tube R 1.5 mm without lesions: dp_at(Q) is Hagen-Poiseuille 8 μ L Q / (π R⁴) between
+    # the flow's dp_arcs_mm, whatever Q is asked; a bad Q is refused
+    from pinngs.online import LumenFlow
+    from pinngs.simulate.cfd import MU_BLOOD
+
+    z = np.arange(0.0, 40.0 + 1e-9, 0.1)
+    b = np.column_stack([np.zeros_like(z), np.zeros_like(z), z, np.full_like(z, 1.5)])
+    area = np.full(len(z), math.pi * 1.5 ** 2)
+    fl = LumenFlow([b], [area], [], None, None, {}, (2.25, 37.75))
+    for q in (500.0, 1000.0, 2000.0):
+        want = 8 * MU_BLOOD * (37.75 - 2.25) * q / (math.pi * 1.5 ** 4)
+        assert fl.dp_at(q)["dp_pa"] == pytest.approx(want, rel=1e-3)
+    for bad in (0.0, -5.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="dp_at: the flow rate"):
+            fl.dp_at(bad)

@@ -46,6 +46,17 @@ Three scratch changes were tried and not kept:
   the residual unchanged (0.273 → 0.271);
 - dropping the curves within 2 radii of the ends (truth areas): batch centerline 885 → 986, online
   1031 → 1033, the simulator's 1299 → 1275.
+Where the centerline starts matters too. The fitted c_in is the bolus at the first point, and the
+model has no volume upstream of it. So a start inside the vessel raises Q. On tube-biplane, with the
+truth's areas, trimming the simulator's centerline at the inlet by 0 / 2 / 4 / 8 mm gave Q 936 / 987 /
+1048 / 1159 (AneuRisk: 1299 / 1401 / 1477 / 8632). A free upstream volume V0 >= 0 added to every
+point's volume was tried and not kept:
+- on the trimmed tube it held Q at 936 / 964 / 944 / 953;
+- on the tube's batch lumens (seeds 1 and 2) it moved Q 941 -> 879 and 894 -> 834 (V0 stayed near its
+  first guess);
+- on AneuRisk V0 went to its bound 0, so Q did not change.
+The reconstructed centerlines start within 0.4 mm of one another on both presets (online and
+batch seeds; scratch). The start is not what separates the online and batch Q on AneuRisk.
 Q's confidence in ``pinngs.online`` reflects this through the residual: 0.18 on AneuRisk against
 0.58-0.67 on the other presets (``benchmarks/results/online.json``).
 """
