@@ -202,3 +202,25 @@ def test_packed_residuals_match_the_per_curve_loop(model):
         assert fast.shape == slow.shape == (sum(len(t) for t in ts),)
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-10)
         assert np.abs(slow).max() > 0.05  # the curves are not fitted exactly: the test compares something
+
+
+def _two_views(q_second: float, noise_second: float) -> Curves:
+    """View 0: clean model curves at Q 1000; view 1: curves at another Q, with more noise."""
+    a = model_curves(1000.0, noise=0.01, seed=0)
+    b = model_curves(q_second, noise=noise_second, seed=1)
+    return Curves(np.r_[a.branch, b.branch], np.r_[a.volume_mm3, b.volume_mm3], np.r_[a.arc_mm, b.arc_mm],
+                  np.r_[np.zeros(len(a.branch), int), np.ones(len(b.branch), int)], a.t_s + b.t_s,
+                  a.values + b.values, [-1], a.branch_volume_mm3)
+
+
+def test_a_view_the_model_fits_badly_counts_less():
+    # the second view's curves disagree (timed as Q 500) and are noisy: unweighted, it drags Q to ~700;
+    # weighted by each view's misfit, the clean view decides. Two equally good views: nothing changes.
+    bad = _two_views(500.0, 0.3)
+    plain, weighted = fit_transit(bad, view_weights=False), fit_transit(bad)
+    assert plain.q_mm3_s[0] < 800
+    assert weighted.q_mm3_s[0] == pytest.approx(1000.0, rel=0.12)
+    # the reported residual is the unweighted misfit of each fit's own parameters
+    assert 0 < plain.rel_residual <= weighted.rel_residual < 1
+    good = _two_views(1000.0, 0.01)
+    assert fit_transit(good).q_mm3_s[0] == pytest.approx(fit_transit(good, view_weights=False).q_mm3_s[0], rel=2e-3)
