@@ -41,6 +41,22 @@ residuals, and the fit is repeated once (feasible generalised least squares). Me
 The weights cannot tell which of two equally clean views is right. On model curves, a second view
 timed as Q 600 with little noise gives 757 unweighted and 771 weighted.
 
+Bias on the synthetic presets. On the simulator's own lumen and centerline the fit gives Q 889-985 on
+six of the seven synthetic presets, and 1054 on curved-biplane (truth 1000; ``bench_online``'s "true
+lumen" table). Most of the tube's bias is in the simulated transport, not in the projections or the
+curves (scratch):
+- On noise-free section means c̄(s, t), computed directly from the simulator's arrival-time field
+  (``truth/concentration.npz``; every 1/15 s from 0 to 4 s), tube-biplane gives Q 946 (residual 0.021); through the
+  projections it gives 936. The model's own curves at Q 1000 give 1000.0.
+- The simulated flow carries its Q: the trilinear-interpolated velocity has a flux of 994 mm³/s through
+  sections at 10, 20 and 30 mm.
+- At s = 5, 20 and 35 mm the arrival times match s / u(r) of Poiseuille within 6 % up to r = 1.0 mm
+  (R 1.5). At r = 1.2 mm they are within 10 % (0.054 against 0.049 s at s = 5 mm).
+- In the last flow voxel (0.2 mm) at the wall, the streamlines are not traced (τ = inf). The
+  simulator's mixing fill sets τ there instead: at s = 20 mm, r = 1.35 mm, 0.261 s against the
+  laminar 0.372 s.
+So that layer fills earlier than laminar transport would.
+
 Known limit: a tortuous real vessel. On the 7 synthetic presets the fit's relative residual is
 0.08-0.09 and Q moves by under 5 % between the centerlines of different fits of one study. On AneuRisk
 C0015 (aneurisk-4view: a real ICA, 3D tetrahedral Navier-Stokes with mixing) it is 0.22-0.32, and Q
