@@ -556,12 +556,12 @@ def _fit_joint(curves: Curves, model: str = "laminar", q_guess_mm3_s: float | No
         r = least_squares(resid, xi, method="trf", x_scale="jac", bounds=(lb, ub))
         if best is None or r.cost < best.cost:
             best = r
-    sview = np.asarray(curves.view)[packed.idx]  # [S] view of each sample
-    if view_weights and len(np.unique(sview)) > 1:
+    views, sv = np.unique(np.asarray(curves.view)[packed.idx], return_inverse=True)  # [S] view of each sample
+    if view_weights and len(views) > 1:
         # one reweighting step (feasible generalised least squares): each view's samples weighted by
         # 1 / the RMS of its residuals in the fit above, normalised to an RMS weight of 1; refit from there
-        rms = {v: float(np.sqrt(np.mean(best.fun[sview == v] ** 2))) for v in np.unique(sview)}
-        wts = np.array([1.0 / max(rms[v], 1e-6) for v in sview])
+        rms = np.sqrt(np.bincount(sv, best.fun ** 2) / np.bincount(sv))  # [views]
+        wts = 1.0 / np.maximum(rms, 1e-6)[sv]
         wts /= np.sqrt(np.mean(wts ** 2))
         best = least_squares(resid, best.x, method="trf", x_scale="jac", bounds=(lb, ub))
         best.fun = best.fun / wts  # the residual reported is the unweighted one (the Jacobian stays weighted)
