@@ -60,8 +60,9 @@ def transit_on_reconstruction(sim: Path, rec: Path):
     """The flow pipeline's first stages on a `pinngs reconstruct` output: (centerline branches, lumen
     occupancy, origin_mm, spacing_mm, section areas, graded lesions, TransitFit upstream of them)."""
     from pinngs.flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
-    from pinngs.recon.centerline import grade_stenosis, read_centerline_csv
-    from pinngs.recon.pipeline import load_any_study
+    from pinngs.analysis.stenosis import grade_stenosis
+    from pinngs.io.exports import read_centerline_csv
+    from pinngs.io import load_any_study
 
     study = load_any_study(sim)
     br = read_centerline_csv(rec / "centerline.csv")
@@ -75,7 +76,7 @@ def transit_on_reconstruction(sim: Path, rec: Path):
 
 def run_preset(name: str, cache: Path, steps: int) -> dict:
     from pinngs.flow.reduced import ffr, reduced_order_dp
-    from pinngs.pinn.steady import SteadyConfig, build_domain, dp_work_energy, fit_steady_flow, section_mean_pressure
+    from pinngs.pinn.steady import build_domain, dp_work_energy, fit_steady_flow, section_mean_pressure, SteadyConfig
 
     sim, rec = cache / "sim" / name, cache / "recon" / name
     if not (sim / "truth" / "truth.json").exists():

@@ -13,7 +13,7 @@ reconstruct`, both cached in --cache, default benchmarks/.cache/{sim,recon}; run
    transit Q, Young–Tsai ΔP; its own wall time is reported, it is not part of add_frame) and the
    accuracy: lumen Dice against the truth, Q, ΔP, and the velocity relative L2 error against the
    simulator's velocity over the true lumen;
-3. the batch reference: the same flow method (``pinngs.online.flow_on_lumen``) on the cached
+3. the batch reference: the same flow method (``pinngs.flow.estimate.flow_on_lumen``) on the cached
    `pinngs reconstruct` lumen and centerline, so that the comparison isolates the online geometry;
 4. the batch's own spread: `pinngs reconstruct --seed k` for k = 1 .. --batch-seeds − 1 (cached in
    recon/PRESET-seedK), the same flow method on each. ΔP across a 50 % stenosis goes roughly as
@@ -84,7 +84,7 @@ class Truth:
     """The simulator's lumen and velocity, and the metrics of a (lumen, flow) pair against them."""
 
     def __init__(self, sim: Path) -> None:
-        from pinngs.recon.surface import occupancy_fraction
+        from pinngs.analysis.surface import occupancy_fraction
 
         z = np.load(sim / "truth" / "lumen.npz")
         self.occ, self.origin = occupancy_fraction(z["occupancy"]), np.asarray(z["origin_mm"], float).reshape(3)
@@ -96,7 +96,7 @@ class Truth:
         self.doc = json.loads((sim / "truth" / "truth.json").read_text())
 
     def dice(self, occ, origin, h) -> float:
-        from pinngs.recon.evaluate import dice, resample_to
+        from pinngs.analysis.evaluate import dice, resample_to
 
         return float(dice(resample_to(occ, np.asarray(origin, float), h, self.origin, self.h, self.occ.shape), self.occ))
 
@@ -112,9 +112,9 @@ def _flow_metrics(flow, truth: Truth) -> dict:
 
 def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None]:
     """Dice, Q, ΔP and velocity of the flow method on one `pinngs reconstruct` output."""
-    from pinngs.online import flow_on_lumen
-    from pinngs.recon.centerline import read_centerline_csv
-    from pinngs.recon.surface import occupancy_fraction
+    from pinngs.flow.estimate import flow_on_lumen
+    from pinngs.io.exports import read_centerline_csv
+    from pinngs.analysis.surface import occupancy_fraction
 
     t0 = time.perf_counter()
     z = np.load(rec / "lumen.npz")
@@ -132,8 +132,8 @@ def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None
 def _ideal_flow(study, sim: Path, truth: Truth) -> dict:
     """The same flow method on the simulator's own lumen and centerline: what a perfect geometry gives it
     (its transit Q, Poiseuille + Young–Tsai ΔP and quasi-Poiseuille field are models, so not the truth)."""
-    from pinngs.online import flow_on_lumen
-    from pinngs.recon.centerline import read_centerline_csv
+    from pinngs.flow.estimate import flow_on_lumen
+    from pinngs.io.exports import read_centerline_csv
 
     try:
         fl = flow_on_lumen(study, truth.occ, truth.origin, truth.h, read_centerline_csv(sim / "truth" / "centerline.csv"))
@@ -151,7 +151,7 @@ def _replay(name: str, study, images, order: list[int], cfg, checkpoints: list[i
     ΔP is recomputed with it, so what differs from the batch there is the geometry alone."""
     from tqdm import tqdm
 
-    from pinngs.online import OnlineFitter, OnlineFrameWarning
+    from pinngs.fit.online import OnlineFitter, OnlineFrameWarning
 
     fitter = OnlineFitter(cfg)
     lat, curve, n_warn = [], [], 0
@@ -196,8 +196,8 @@ def _final(curve: list[dict], n: int) -> dict | None:
 
 def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1,
                threads: int | None = None, online_seeds: int = 1, disc_window_mm: float | None = None) -> dict:
-    from pinngs.online import OnlineConfig
-    from pinngs.recon.pipeline import load_any_study
+    from pinngs.fit.online import OnlineConfig
+    from pinngs.io import load_any_study
 
     sim, rec = _ensure(name, cache)
     study = load_any_study(sim)
@@ -356,8 +356,8 @@ def main() -> None:
         ap.error(f"--threads must be >= 0 (0: every core), got {args.threads}")
     presets = args.presets or (QUICK if args.quick else list(PRESETS))
     tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
-    from pinngs.online import OnlineConfig
-    from pinngs.recon.fit import resolve_threads
+    from pinngs.fit.online import OnlineConfig
+    from pinngs.fit.batch import resolve_threads
 
     n_threads = resolve_threads(OnlineConfig().threads if args.threads is None else args.threads)
     load0 = _load()

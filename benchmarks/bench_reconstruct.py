@@ -44,7 +44,7 @@ def _ok(v, op, t):
 def main() -> None:
     from tqdm import tqdm
 
-    from pinngs.recon.evaluate import evaluate
+    from pinngs.analysis.evaluate import evaluate
     from pinngs.simulate import PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from pinngs.flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
-from pinngs.recon.centerline import grade_stenosis, read_centerline_csv
-from pinngs.recon.pipeline import load_any_study
+from pinngs.analysis.stenosis import grade_stenosis
+from pinngs.io.exports import read_centerline_csv
+from pinngs.io import load_any_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

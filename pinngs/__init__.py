@@ -18,7 +18,7 @@ __all__ = ["CArmView", "GaussianField", "OnlineConfig", "OnlineFitter", "RenderS
 
 def __getattr__(name):  # the online fitter pulls in the fit and flow code: import it on first use
     if name in ("OnlineFitter", "OnlineConfig"):
-        from . import online
+        from .fit import online
 
         return getattr(online, name)
     raise AttributeError(f"module 'pinngs' has no attribute {name!r}")

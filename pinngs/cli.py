@@ -122,29 +122,30 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .fit.batch import FitConfig
     from .io.dicom import DicomError
-    from .recon.fit import FitConfig
-    from .recon.pipeline import ReconstructError, reconstruct
+    from .reconstruct import ReconstructError, reconstruct
 
     cfg = FitConfig(seed=args.seed)
-    if args.iters is not None:
-        cfg.iters = args.iters
-    if args.checkpoint_every is not None:
-        cfg.checkpoint_every = args.checkpoint_every
-    if args.threads is not None:
-        cfg.threads = args.threads
+    given = {k: getattr(args, k) for k in ("iters", "checkpoint_every", "threads") if getattr(args, k) is not None}
+    flow = "none" if args.no_flow else args.flow
     try:
+        cfg = dataclasses.replace(cfg, **given)
         cfg.validate()
-        s = reconstruct(args.study, args.output, cfg, overwrite=args.overwrite, resume=args.resume)
+        s = reconstruct(args.study, args.output, cfg, flow=flow, pa_mmhg=args.pa_mmhg, overwrite=args.overwrite,
+                        resume=args.resume)
     except (ReconstructError, DicomError, ValueError) as e:
         raise UserError(str(e)) from None
     les = ", ".join(f"{x['percent_diameter_stenosis']:.0f} % at {x['arc_from_inlet_mm']:.1f} mm" for x in s["stenosis"]) or "none"
+    f = s["flow"]
+    fl = (f"Q {f['q_mm3_s']:.0f} mm³/s, ΔP {f['dp_mmhg']:.2f} mmHg, FFR {f['ffr']:.3f}" if f.get("method")
+          else f"flow {f['status']}")
     print(f"reconstructed {s['n_gaussians']} Gaussians, lumen {s['lumen_volume_mm3']:.0f} mm³, stenoses: {les}; "
-          f"{s['seconds_total']:.0f} s -> {args.output}/report.md")
+          f"{fl}; {s['seconds_total']:.0f} s -> {args.output}/report.md")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .recon.evaluate import evaluate
+    from .analysis.evaluate import evaluate
 
     try:
         m = evaluate(args.recon, args.truth)
@@ -165,7 +166,8 @@ def cmd_watch(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from .online import FolderWatcher, OnlineConfig, OnlineFitter, OnlineFrameWarning
+    from .fit.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
+    from .io.watch import FolderWatcher, WatchWarning
 
     d, out = Path(args.dir), Path(args.output)
     if not d.is_dir():
@@ -200,6 +202,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
     stop = "idle"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OnlineFrameWarning)
+        warnings.simplefilter("always", WatchWarning)
         try:
             while True:
                 new = src.poll()
@@ -281,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between checkpoints (default: FitConfig.checkpoint_every)")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the fit (default: every core; 1 is faster on a busy machine)")
+    r.add_argument("--flow", choices=["reduced", "none"], default="reduced",
+                   help="flow method: reduced = bolus-transit Q, Poiseuille + Young-Tsai ΔP, quasi-Poiseuille "
+                        "fields (default: reduced)")
+    r.add_argument("--no-flow", action="store_true", help="geometry only (the same as --flow none)")
+    r.add_argument("--pa-mmhg", type=float, default=93.0, help="mean aortic pressure for FFR (default: 93 mmHg)")
     r.set_defaults(func=cmd_reconstruct)
     e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder")
     e.add_argument("recon", help="a `pinngs reconstruct` output folder")

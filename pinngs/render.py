@@ -1,4 +1,5 @@
-"""Rendering a GaussianField: X-ray line integrals through C-arm views, and voxelization."""
+"""Rendering a GaussianField: X-ray line integrals through C-arm views, voxelization, and the
+per-image nuisances (contrast scale, background plane) that compare a rendering with data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,3 +47,27 @@ def voxelize_field(field: GaussianField, grid: VoxelGrid,
     """Attenuation of the field sampled on a grid, [X, Y, Z] (mm⁻¹)."""
     cov, prec = field.covar_and_precision()
     return voxelize(field.means, prec, cov, field.attenuation, grid, settings.sigma_cutoff)
+
+
+def nuisance_fit(img: torch.Tensor, target: torch.Tensor, scale: bool) -> torch.Tensor:
+    """The rendering plus per-image nuisances fitted by least squares, [T, H, W]: a background
+    plane a + b·x + c·y (the subtraction residual and any leftover offset), and with ``scale`` a
+    contrast factor s, so the model is s·img + plane. The nuisances are solved with the rendering
+    held fixed (no gradient through them); the gradient reaches the Gaussians through ``img``."""
+    T, H, W = img.shape
+    with torch.no_grad():
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        basis = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1)  # [3, HW]
+        cols = [basis.expand(T, 3, H * W)]
+        if scale:
+            cols.insert(0, img.detach().reshape(T, 1, -1))
+            A = torch.cat(cols, 1).double()  # [T, 4, HW]
+            rhs = target.reshape(T, -1).double()
+        else:
+            A = cols[0].double()
+            rhs = (target - img.detach()).reshape(T, -1).double()
+        G = A @ A.transpose(1, 2) + 1e-9 * torch.eye(A.shape[1], dtype=A.dtype)
+        coef = torch.linalg.solve(G, (A @ rhs[..., None]))[..., 0].float()  # [T, k]
+        plane = (coef[:, -3:] @ basis).reshape(T, H, W)
+        s = coef[:, 0].clamp(0.0, 4.0) if scale else torch.ones(T)
+    return s[:, None, None] * img + plane

@@ -5,8 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from pinngs.simulate.cfd import (MU_BLOOD, RHO_BLOOD, poiseuille_dp_pa, poiseuille_velocity, solve_axisymmetric,
-                                 stenosis_radius, womersley_flow_rate, womersley_velocity, young_tsai_dp_pa)
+from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD, RHO_BLOOD_G_MM3 as RHO_BLOOD
+from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity, womersley_flow_rate, womersley_velocity, young_tsai_dp_pa
+from pinngs.simulate.cfd import solve_axisymmetric, stenosis_radius
 
 R0_MM = 1.5
 

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("gmsh")
 
-from pinngs.simulate.cfd import poiseuille_dp_pa, poiseuille_velocity  # noqa: E402
+from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity  # noqa: E402
 from pinngs.simulate.cfd3d import ConvectionAssembler, _forms, _sections, mesh_lumen, solve_tet  # noqa: E402
 from pinngs.simulate.phantoms import _frame, bifurcation, straight_vessel  # noqa: E402
 

@@ -8,10 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from pinngs.flow.reduced import MMHG_PA, ffr, reduced_order_dp
+from pinngs.units import PA_PER_MMHG as MMHG_PA
+from pinngs.flow.reduced import ffr, reduced_order_dp
 from pinngs.flow.transit import section_areas
-from pinngs.pinn.steady import SteadyConfig, build_domain, fit_steady_flow, poiseuille_guess, section_mean_pressure
-from pinngs.simulate.cfd import MU_BLOOD, young_tsai_dp_pa
+from pinngs.pinn.steady import build_domain, fit_steady_flow, section_mean_pressure, SteadyConfig
+from pinngs.flow.network import poiseuille_guess
+from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD
+from pinngs.laws import young_tsai_dp_pa
 from pinngs.simulate.phantoms import straight_vessel
 
 R, Q, H = 1.5, 1000.0, 0.15
@@ -114,7 +117,7 @@ def test_work_energy_dp_of_exact_poiseuille(tube_domain):
     import torch
 
     from pinngs.pinn import Scales
-    from pinngs.pinn.steady import SteadyResult, dp_work_energy
+    from pinngs.pinn.steady import dp_work_energy, SteadyResult
 
     ph, dom = tube_domain
     s = Scales.for_vessel(R, Q / (math.pi * R ** 2), origin_mm=tuple(dom.interior_mm.mean(0)))

@@ -17,10 +17,10 @@ import torch
 
 from pinngs.geometry import CArmView
 from pinngs.io.study import Frame, Study, save_study
-from pinngs.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
-from pinngs.recon.fit import FitConfig
+from pinngs.fit.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
+from pinngs.fit.batch import FitConfig
 from pinngs.simulate.projector import project_volume
-from pinngs.simulate.transport import gamma_variate
+from pinngs.laws import gamma_variate
 
 BOLUS = dict(t0_s=0.1, alpha=3.0, beta_s=0.2)
 R_MM, Q_MM3_S, L_MM, H_MM = 1.2, 300.0, 20.0, 0.15
@@ -434,8 +434,9 @@ def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
 def test_a_narrowing_fades_in_as_a_lesion_with_a_jet():
     """jet_weight is 0 under 30 %, 1 from 40 %, linear between; ΔP across a graded narrowing is
     continuous in its grade (it was switched at 30 %: Young-Tsai on, the Poiseuille integral off)."""
-    from pinngs.online import YT_FULL_PERCENT, YT_MIN_PERCENT, jet_weight, lesion_dp
-    from pinngs.simulate.cfd import young_tsai_dp_pa
+    from pinngs.flow.lesions import jet_weight, lesion_dp, YT_FULL_PERCENT
+    from pinngs.flow.lesions import YT_MIN_PERCENT
+    from pinngs.laws import young_tsai_dp_pa
 
     assert [jet_weight(p) for p in (0.0, 29.9, 30.0, 35.0, 40.0, 70.0)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
     assert (YT_MIN_PERCENT, YT_FULL_PERCENT) == (30.0, 40.0)
@@ -464,8 +465,8 @@ def test_a_flattened_section_with_its_area_intact_has_no_jet():
     """The jet weight takes the milder of the inscribed-sphere grade and the section-area grade: a 40 %
     dip of the inscribed radius whose areas stay round-vessel (a flattened section) costs Poiseuille
     only; the same dip in the areas too is a 40 % lesion with Young-Tsai in full."""
-    from pinngs.online import equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
-    from pinngs.recon.centerline import grade_stenosis
+    from pinngs.flow.lesions import equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
+    from pinngs.analysis.stenosis import grade_stenosis
 
     s = np.linspace(0, 40, 401)
     dip = 1 - 0.4 * np.exp(-((s - 20) / 2.0) ** 2)  # 40 % diameter at 20 mm
@@ -496,7 +497,7 @@ def test_a_flattened_section_with_its_area_intact_has_no_jet():
 
 def test_transit_fits_blend_by_the_upstream_weight():
     from pinngs.flow.transit import TransitFit
-    from pinngs.online import _blend_transit
+    from pinngs.flow.estimate import _blend_transit
 
     whole = TransitFit([800.0, 300.0], dict(t0_s=0.1, alpha=3.0, beta_s=0.2), "laminar", 0.10, 120, [], [40.0, 20.0])
     up = TransitFit([1000.0, float("nan")], dict(t0_s=0.2, alpha=2.0, beta_s=0.3), "laminar", 0.20, 60, [], [80.0, 1.0])
@@ -512,10 +513,10 @@ def test_transit_fits_blend_by_the_upstream_weight():
 def test_daughters_share_their_parents_flow_by_murrays_law():
     """split_flows: a Y (root 0, daughters 1 and 2, a grand-daughter 3 of daughter 2) whose daughters
     were timed over their parent, as the laminar transit model times a bifurcation's short daughters
-    (pinngs.online.DAUGHTER_SPLIT): "murray" keeps the root's Q, ignores the daughters' and splits by
+    (pinngs.fit.online.DAUGHTER_SPLIT): "murray" keeps the root's Q, ignores the daughters' and splits by
     r³ so that each junction conserves mass; "transit" keeps the old rule (a daughter over its parent
     is treated as missing)."""
-    from pinngs.online import split_flows
+    from pinngs.flow.network import split_flows
 
     r = [1.6, 1.4, 1.1, 0.9]
     areas = [np.full(20, math.pi * x ** 2) for x in r]
@@ -535,7 +536,7 @@ def test_daughters_share_their_parents_flow_by_murrays_law():
     with pytest.raises(ValueError, match="one entry per branch"):
         split_flows([1000.0, 1.0], [-1], areas[:1])
     # flow_on_lumen refuses a bad rule before any work (no study or lumen is looked at)
-    from pinngs.online import flow_on_lumen
+    from pinngs.flow.estimate import flow_on_lumen
 
     with pytest.raises(ValueError, match="flow_on_lumen: daughters must be 'murray' or 'transit'"):
         flow_on_lumen(None, np.zeros((2, 2, 2)), (0.0, 0.0, 0.0), 0.1, daughters="Murray")
@@ -600,7 +601,7 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
     """``FitConfig.init_disc_window_mm`` is passed to the back-projection (a biplane run) and its weights drop
     the hull's corners: fewer Gaussians than the even hull of the same frames (the mass and the
     weights themselves: test_recon_fit's test_the_round_vessel_prior_turns_the_biplane_hull_into_a_disc)."""
-    import pinngs.online as online
+    import pinngs.fit.online as online
 
     study, _, _ = cine
     seen = []
@@ -622,8 +623,8 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
 def test_lumen_flow_dp_at_is_poiseuille_on_a_straight_tube_and_linear_in_q():
     # a straight tube R 1.5 mm without lesions: dp_at(Q) is Hagen-Poiseuille 8 μ L Q / (π R⁴) between
     # the flow's dp_arcs_mm, whatever Q is asked; a bad Q is refused
-    from pinngs.online import LumenFlow
-    from pinngs.simulate.cfd import MU_BLOOD
+    from pinngs.flow.estimate import LumenFlow
+    from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD
 
     z = np.arange(0.0, 40.0 + 1e-9, 0.1)
     b = np.column_stack([np.zeros_like(z), np.zeros_like(z), z, np.full_like(z, 1.5)])

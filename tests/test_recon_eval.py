@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from pinngs.recon.evaluate import centerline_metrics, dice, evaluate, resample_to, surface_metrics
-from pinngs.recon.surface import mask_to_mesh
+from pinngs.analysis.evaluate import centerline_metrics, dice, evaluate, resample_to, surface_metrics
+from pinngs.analysis.surface import mask_to_mesh
 
 
 def _sphere(r, h=0.05, n=90):
@@ -60,7 +60,9 @@ def test_centerline_metrics_known_offsets():
 
 
 def test_evaluate_truth_against_itself_and_missing_files(tmp_path):
-    from pinngs.recon.centerline import extract_centerline, grade_stenosis, write_centerline_csv
+    from pinngs.analysis.centerline import extract_centerline
+    from pinngs.analysis.stenosis import grade_stenosis
+    from pinngs.io.exports import write_centerline_csv
     from pinngs.simulate.phantoms import straight_vessel
 
     ph = straight_vessel("s", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)

@@ -18,7 +18,7 @@ import torch
 
 from pinngs.geometry import CArmView
 from pinngs.io.study import Frame, Study, save_study
-from pinngs.recon.fit import FitConfig, densify_prune, fit_study, gaussian_mass, lumen_level
+from pinngs.fit.batch import densify_prune, fit_study, FitConfig, gaussian_mass, lumen_level
 from pinngs.field import GaussianField
 
 H = 0.15  # phantom grid (mm)
@@ -193,7 +193,7 @@ def test_cli_reconstruct_killed_then_resumed(tmp_path):
 def test_lumen_threshold_recovers_a_blurred_cylinder():
     from scipy.ndimage import gaussian_filter
 
-    from pinngs.recon.fit import lumen_threshold
+    from pinngs.fit.batch import lumen_threshold
 
     h = 0.05
     x = (np.arange(100) - 49.5) * h
@@ -213,7 +213,7 @@ def test_lumen_threshold_recovers_a_blurred_cylinder():
 
 def test_keep_main_lumen_drops_haze_even_around_a_single_component():
     from pinngs.flow.transit import section_areas
-    from pinngs.recon.fit import keep_main_lumen
+    from pinngs.fit.batch import keep_main_lumen
 
     h = 0.1
     x = (np.arange(60) - 29.5) * h
@@ -245,7 +245,7 @@ def test_keep_main_lumen_matches_a_distance_transform():
     """Parity with the obviously right version: a Euclidean distance transform of the whole grid."""
     from scipy import ndimage as ndi
 
-    from pinngs.recon.fit import keep_main_lumen
+    from pinngs.fit.batch import keep_main_lumen
 
     rng = np.random.default_rng(3)
     occ = ndi.gaussian_filter(rng.random((40, 36, 30)), 2.5)
@@ -268,7 +268,7 @@ def test_the_round_vessel_prior_turns_the_biplane_hull_into_a_disc():
     square section; the even hull puts mass in its corners, the disc-weighted hull
     (``disc_window_mm``) almost none outside the true radius, keeps the total mass, and weighs the
     axis ~1 and the square's corners (1.3 R along both diagonals) ~0."""
-    from pinngs.recon.fit import Targets, backprojection_init, disc_weights
+    from pinngs.fit.batch import backprojection_init, disc_weights, Targets
     from pinngs.simulate.phantoms import straight_vessel
     from pinngs.simulate.projector import project_volume
 
@@ -308,7 +308,7 @@ def test_the_batch_fit_uses_the_round_vessel_prior_on_sparse_views(monkeypatch):
     """``FitConfig.init_disc_window_mm`` (default 3 mm) reaches the batch fit's back-projection on a
     2-4 view study and not on a rotational one, and on a biplane stenosed tube the fitted lumen
     is closer to the truth with it than with the even hull (whose square section the fit keeps)."""
-    import pinngs.recon.fit as fit
+    import pinngs.fit.batch as fit
 
     assert FitConfig().init_disc_window_mm == 3.0
     with pytest.raises(ValueError, match="init_disc_window_mm"):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pinngs.recon.centerline import (branch_topology, extract_centerline, grade_stenosis, murray_deviation,
-                                     read_centerline_csv, write_centerline_csv)
-from pinngs.recon.surface import mask_to_mesh, write_obj, write_stl
+from pinngs.analysis.centerline import branch_topology, extract_centerline
+from pinngs.analysis.stenosis import grade_stenosis, murray_deviation
+from pinngs.io.exports import read_centerline_csv, write_centerline_csv
+from pinngs.analysis.surface import mask_to_mesh
+from pinngs.io.exports import write_obj, write_stl
 from pinngs.simulate.phantoms import bifurcation, straight_vessel
 
 H = 0.15  # grid spacing (mm)
@@ -185,7 +187,8 @@ def test_ghost_stubs_are_dropped_and_the_vessel_joined_to_its_outlet():
     """The frayed end of a 2-view reconstruction (curved-biplane's batch lumen, 8 branches): the
     vessel breaks into short pieces at sideways ghost stubs that taper to a quarter of a mm. Branch
     0 must run on to the real outlet, with the stubs gone; a true bifurcation stays."""
-    from pinngs.recon.centerline import _arc, prune_stubs
+    from pinngs.polyline import arc_length as _arc
+    from pinngs.analysis.centerline import prune_stubs
 
     main = _segment([0, 0, 0], [0, 0, 30], 1.2, 1.2)
     p1 = _segment([0, 0, 30], [0, 0, 32.5], 1.1, 1.1)
@@ -269,7 +272,7 @@ def _voxel_graph_by_coo(mask, spacing):
 
 
 def test_voxel_graph_matches_the_coo_construction():
-    from pinngs.recon.centerline import _VoxelGraph
+    from pinngs.analysis.centerline import _VoxelGraph
 
     # long enough along its axis (300 voxels) for the distance transform to go in slabs
     for ph in (straight_vessel("t", radius_mm=0.6, length_mm=30.0, direction=(0.3, 0.2, 1.0)),
@@ -292,7 +295,7 @@ def test_edt_in_slabs_matches_the_whole_transform(axis):
     the slab's reach (the fall-back), each along every axis."""
     from scipy import ndimage as ndi
 
-    from pinngs.recon.centerline import _edt_on_mask
+    from pinngs.analysis.centerline import _edt_on_mask
 
     n = 120
     x, y, z = np.meshgrid(np.arange(n), np.arange(30), np.arange(26), indexing="ij")
@@ -313,7 +316,8 @@ def test_ghost_tails_past_the_free_ends_are_trimmed_and_a_stenosis_is_not():
     R 0.16-0.36 mm past a 40 mm vessel of R ~1.8 mm), which grading read as a 93 % "lesion". The tail
     goes at the outlet and at the inlet; a severe mid-vessel stenosis, a mild end taper and a
     junction stay."""
-    from pinngs.recon.centerline import _arc, trim_ghost_ends
+    from pinngs.polyline import arc_length as _arc
+    from pinngs.analysis.centerline import trim_ghost_ends
 
     body = _segment([0, 0, 0], [0, 0, 40], 1.8, 1.8, n=81)
     tail = _segment([0, 0, 40.25], [0, 0, 44], 0.6, 0.2, n=16)

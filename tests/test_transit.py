@@ -12,7 +12,7 @@ from pinngs.flow.transit import (Curves, fit_transit, section_areas, section_mea
 from pinngs.geometry import CArmView
 from pinngs.io.study import Frame, Study
 from pinngs.simulate.projector import project_volume
-from pinngs.simulate.transport import gamma_variate
+from pinngs.laws import gamma_variate
 
 BOLUS = dict(t0_s=0.1, alpha=3.0, beta_s=0.2)
 

@@ -1,7 +1,8 @@
 """Contrast transport against the exact Poiseuille pure-advection solution c = c_in(t - z/u(r))."""
 import numpy as np
 
-from pinngs.simulate.transport import concentration, gamma_variate, travel_time
+from pinngs.simulate.transport import concentration, travel_time
+from pinngs.laws import gamma_variate
 
 
 def test_gamma_variate_peak_and_support():

@@ -27,8 +27,9 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from pinngs.simulate.cfd import (MU_BLOOD, RHO_BLOOD, poiseuille_dp_pa, poiseuille_velocity, solve_axisymmetric,
-                                 womersley_flow_rate, womersley_number, womersley_velocity)
+from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD, RHO_BLOOD_G_MM3 as RHO_BLOOD
+from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity, womersley_flow_rate, womersley_number, womersley_velocity
+from pinngs.simulate.cfd import solve_axisymmetric
 from pinngs.simulate.phantoms import Branch, Phantom, aneurisk_vessel, bifurcation, straight_vessel
 from pinngs.simulate.presets import BIPLANE, DATA, FOUR, PRESETS, Acquisition, Preset
 

@@ -76,7 +76,7 @@ def run_pinngs(case, pre, ref, cache: Path, steps: int, pretrain_steps: int, log
     """(row, figure arrays) for pinngs on the preset's simulated DSA against ``ref`` (may be None:
     reference pending, then only Q, ΔP values and timings are reported)."""
     from pinngs.flow.reduced import ffr, reduced_order_dp
-    from pinngs.pinn.steady import SteadyConfig, build_domain, dp_work_energy, fit_steady_flow
+    from pinngs.pinn.steady import build_domain, dp_work_energy, fit_steady_flow, SteadyConfig
 
     sim, rec, prep = prepare(pre, cache, log)
     recon_s = json.loads((rec / "summary.json").read_text()).get("timing", {})

@@ -60,7 +60,7 @@ def true_lesions(case, ph) -> list[dict]:
         return [{"branch": 0, "arc_in_branch_mm": zc, "arc_from_inlet_mm": zc, "start_arc_mm": zc - ls / 2,
                  "end_arc_mm": zc + ls / 2, "d_min_mm": 2 * r0 * (1 - st["severity"]), "d_ref_mm": 2 * r0,
                  "length_mm": ls}]
-    from pinngs.recon.centerline import grade_stenosis
+    from pinngs.analysis.stenosis import grade_stenosis
 
     brs = [np.column_stack([b.points_mm, b.radii_mm]) for b in ph.branches]
     return [x for x in grade_stenosis(brs) if x["branch"] == 0]

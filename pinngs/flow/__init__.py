@@ -1,5 +1,10 @@
-"""Flow from DSA: the flow rate from bolus transit along the centerline (transit.py). The PINN
-itself lives in pinngs.pinn."""
-from .transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
+"""Blood flow on a reconstructed lumen.
 
-__all__ = ["fit_transit", "section_areas", "time_intensity_curves", "upstream_of_lesions"]
+    transit.py    the flow rate from bolus transit along the centerline
+    reduced.py    Poiseuille + Young–Tsai pressure drop along a branch, FFR
+    lesions.py    which narrowings have a jet, and the pressure drop across them
+    network.py    how branches share the flow (Murray's law), the quasi-Poiseuille field
+    estimate.py   the one flow estimator (``flow_on_lumen``) that every caller uses
+
+The PINN lives in ``pinngs.pinn``.
+"""

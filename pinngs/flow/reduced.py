@@ -5,11 +5,11 @@ plus Young–Tsai across each graded lesion (the baseline the PINN is compared w
 
 Along the branch, between arc lengths s_from and s_to (mm): outside the lesions, the viscous
 gradient 8πμQ/A(s)² of the local section (equivalent radius); across each lesion that lies within
-[s_from, s_to], the Young–Tsai loss (pinngs.simulate.cfd.young_tsai_dp_pa) with r0 = d_ref/2,
+[s_from, s_to], the Young–Tsai loss (``pinngs.laws.young_tsai_dp_pa``) with r0 = d_ref/2,
 rs = d_min/2 and the lesion length, in place of the viscous integral over the lesion. A lesion dict
 may carry a ``weight`` w in [0, 1] (default 1): its stretch then costs w · Young–Tsai + (1 − w) · the
 viscous integral over it, so that a caller can fade the empirical law in with the grade
-(``pinngs.online.jet_weight``) instead of switching it on at a threshold.
+(``pinngs.flow.lesions``) instead of switching it on at a threshold.
 """
 from __future__ import annotations
 
@@ -17,22 +17,21 @@ import math
 
 import numpy as np
 
-from ..recon.centerline import _arc
-from ..simulate.cfd import MU_BLOOD, RHO_BLOOD, young_tsai_dp_pa
-
-MMHG_PA = 133.322
+from ..laws import young_tsai_dp_pa
+from ..polyline import arc_length
+from ..units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG, RHO_BLOOD_G_MM3
 
 
 def reduced_order_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, lesions: list[dict],
                      s_from_mm: float | None = None, s_to_mm: float | None = None,
-                     mu: float = MU_BLOOD, rho: float = RHO_BLOOD) -> dict:
+                     mu: float = MU_BLOOD_PA_S, rho: float = RHO_BLOOD_G_MM3) -> dict:
     """{"dp_pa", "viscous_pa", "lesions_pa": [...]} along one branch (see the module docstring).
 
     branch: [P, 4] X, Y, Z, R; area_mm2: [P]; lesions: grade_stenosis dicts of this branch
     (arc_in_branch_mm, start_arc_mm/end_arc_mm from the inlet, arc_from_inlet_mm, d_min_mm,
     d_ref_mm, length_mm)."""
     b = np.asarray(branch, float)
-    s = _arc(b[:, :3])
+    s = arc_length(b[:, :3])
     s0 = s[0] if s_from_mm is None else s_from_mm
     s1 = s[-1] if s_to_mm is None else s_to_mm
     if not s1 > s0:
@@ -59,8 +58,8 @@ def reduced_order_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, l
     return {"dp_pa": viscous + sum(x["dp_pa"] for x in yt), "viscous_pa": viscous, "lesions_pa": yt}
 
 
-def ffr(dp_pa: float, pa_mmhg: float = 93.0) -> float:
+def ffr(dp_pa: float, pa_mmhg: float = PA_AORTIC_MMHG) -> float:
     """FFR ≈ (Pa − ΔP) / Pa with the mean aortic pressure Pa (default 93 mmHg, DESIGN.md §5)."""
     if not pa_mmhg > 0:
         raise ValueError(f"Pa must be positive, got {pa_mmhg} mmHg")
-    return (pa_mmhg - dp_pa / MMHG_PA) / pa_mmhg
+    return (pa_mmhg - dp_pa / PA_PER_MMHG) / pa_mmhg

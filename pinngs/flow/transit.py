@@ -94,14 +94,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import least_squares
 
 from ..geometry import sample_image
 from ..io.study import Study
-from ..recon.centerline import _arc, branch_topology
-from ..simulate.transport import gamma_variate  # c_in(t): the gamma-variate first-pass model
+from ..analysis.centerline import branch_topology
+from ..laws import gamma_variate  # c_in(t): the gamma-variate first-pass model
+from ..polyline import arc_length
+
+
+TransitModel = Literal["laminar", "plug"]  # the section-mean transport model (module docstring)
 
 
 @dataclass
@@ -132,7 +137,7 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     """
     from scipy.spatial import cKDTree
 
-    from ..recon.surface import occupancy_fraction
+    from ..analysis.surface import occupancy_fraction
 
     vol = occupancy_fraction(occ)
     idx = np.argwhere(vol > 0)
@@ -141,7 +146,7 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     pts, tans, steps, owner = [], [], [], []
     for bi, b in enumerate(branches):
         b = np.asarray(b, float)
-        s = _arc(b[:, :3])
+        s = arc_length(b[:, :3])
         t = np.gradient(b[:, :3], axis=0)
         t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
         ds = np.gradient(s) if len(s) > 1 else np.ones(1)
@@ -193,7 +198,7 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
     samples = []
     for bi, b in enumerate(branches):
         b = np.asarray(b, float)
-        s = _arc(b[:, :3])
+        s = arc_length(b[:, :3])
         if s[-1] < 2 * step_mm:
             samples.append(None)
             continue
@@ -209,7 +214,7 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
         samples.append((q, pts, rad, tan, vol, keep))
     allc = dict(pts=np.concatenate([np.asarray(b, float)[:, :3] for b in branches]),
                 rad=np.concatenate([np.asarray(b, float)[:, 3] for b in branches]),
-                arc=np.concatenate([_arc(np.asarray(b, float)[:, :3]) for b in branches]),
+                arc=np.concatenate([arc_length(np.asarray(b, float)[:, :3]) for b in branches]),
                 branch=np.concatenate([np.full(len(b), i) for i, b in enumerate(branches)]))
     opts = dict(strip_radii=strip_radii, min_foreshortening=min_foreshortening, band_px=band_px)
 
@@ -326,7 +331,7 @@ def _strip_sum(prof: np.ndarray, offs: np.ndarray, w: float) -> np.ndarray:  # [
 _W = (np.arange(64) + 0.5) / 64  # midpoint nodes of ∫₀¹ dw
 
 
-def section_mean(t: np.ndarray, tau_m: float, bolus: tuple[float, float, float], model: str = "laminar") -> np.ndarray:
+def section_mean(t: np.ndarray, tau_m: float, bolus: tuple[float, float, float], model: TransitModel = "laminar") -> np.ndarray:
     """c̄(t) at a point of transit parameter tau_m (s); see the module docstring."""
     if model == "plug":
         return gamma_variate(t - 2 * tau_m, *bolus)
@@ -337,7 +342,7 @@ def section_mean(t: np.ndarray, tau_m: float, bolus: tuple[float, float, float],
 class TransitFit:
     q_mm3_s: list[float]  # per branch (nan where a branch had no curve)
     bolus: dict  # t0_s, alpha, beta_s of the inlet c_in
-    model: str
+    model: TransitModel
     rel_residual: float  # ||model - data|| / ||data - mean||
     n_curves: int
     q_conservation: list[dict] = field(default_factory=list)  # per bifurcation: (Q_p - ΣQ_d)/Q_p
@@ -410,7 +415,7 @@ def upstream_of_lesions(curves: Curves, lesions: list[dict], margin_mm: float = 
     return select(curves, keep)
 
 
-def fit_transit(curves: Curves, model: str = "laminar", joint: bool = False, view_weights: bool = True) -> TransitFit:
+def fit_transit(curves: Curves, model: TransitModel = "laminar", joint: bool = False, view_weights: bool = True) -> TransitFit:
     """Q per branch from the curves (see the module docstring).
 
     By default each branch is fitted on its own, with its own inlet bolus (a daughter's inlet is its
@@ -468,7 +473,7 @@ class _Packed:
         self.ym = np.bincount(self.idx, self.y, M) / self.n  # [M]
         self.yc = self.y - self.ym[self.idx]  # [S]
 
-    def residuals(self, inv_q: np.ndarray, bolus: tuple[float, float, float], model: str) -> np.ndarray:
+    def residuals(self, inv_q: np.ndarray, bolus: tuple[float, float, float], model: TransitModel) -> np.ndarray:
         """[S]: per curve, the least-squares fit a·c̄(t) + b of the curve minus the curve, over the
         curve's |max|. inv_q: [branches] 1/Q (0 for a branch without curves)."""
         c = self.curves
@@ -486,7 +491,7 @@ class _Packed:
         return (a[self.idx] * gc - self.yc) / self.scale[self.idx]  # a·g + b − y with b = ȳ − a·ḡ
 
 
-def _residuals_loop(curves: Curves, inv_q: np.ndarray, bolus: tuple[float, float, float], model: str) -> np.ndarray:
+def _residuals_loop(curves: Curves, inv_q: np.ndarray, bolus: tuple[float, float, float], model: TransitModel) -> np.ndarray:
     """``_Packed.residuals`` one curve at a time, with numpy's least squares (the reference)."""
     ts = _tau_start(curves.parents, curves.branch_volume_mm3, inv_q)
     out = []
@@ -500,7 +505,7 @@ def _residuals_loop(curves: Curves, inv_q: np.ndarray, bolus: tuple[float, float
     return np.concatenate(out)
 
 
-def _fit_joint(curves: Curves, model: str = "laminar", q_guess_mm3_s: float | None = None,
+def _fit_joint(curves: Curves, model: TransitModel = "laminar", q_guess_mm3_s: float | None = None,
                view_weights: bool = True) -> TransitFit:
     """One fit of a shared bolus and every branch's Q, daughters continuing their parent's transit.
     ``view_weights``: reweight each view by its own misfit and refit (see ``fit_transit``)."""

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..simulate.cfd import MU_BLOOD as MU_BLOOD_PA_S  # Pa·s = g/(mm·s)
-from ..simulate.cfd import RHO_BLOOD as RHO_BLOOD_G_MM3  # g/mm³
+from ..units import MU_BLOOD_PA_S, RHO_BLOOD_G_MM3
 
 
 @dataclass(frozen=True)

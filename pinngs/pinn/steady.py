@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,65 +32,13 @@ from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from ..recon.centerline import _arc, _plane_basis, _tangents, branch_topology
-from ..recon.surface import mask_to_mesh, occupancy_fraction
+from ..analysis.centerline import branch_topology
+from ..analysis.surface import mask_to_mesh, occupancy_fraction
+from ..flow.network import Domain, Section, branch_flows, poiseuille_guess
+from ..polyline import arc_length, plane_basis, tangents
 from .net import FlowMLP
 from .residuals import residuals
-from .scales import MU_BLOOD_PA_S, Scales
-
-
-@dataclass
-class Section:
-    branch: int
-    arc_mm: float
-    centre_mm: np.ndarray  # [3]
-    tangent: np.ndarray  # [3]
-    points_mm: np.ndarray  # [S, 3]
-    weights_mm2: np.ndarray  # [S] area carried by each point
-
-
-@dataclass
-class Domain:
-    interior_mm: np.ndarray  # [Ni, 3]
-    wall_mm: np.ndarray  # [Nw, 3]
-    sections: list[Section]
-    q_mm3_s: list[float]  # per branch
-    branches: list[np.ndarray]  # [P, 4] per branch
-    areas_mm2: list[np.ndarray]  # [P] per branch
-    parents: list[int]
-    occ: np.ndarray  # [X, Y, Z] lumen fraction
-    origin_mm: np.ndarray
-    spacing_mm: float
-
-    def with_flows(self, q_mm3_s: list[float]) -> "Domain":
-        """The same geometry with other flow rates per branch (NaN daughters: Murray split)."""
-        if len(q_mm3_s) != len(self.branches):
-            raise ValueError("with_flows: one flow rate per branch")
-        return replace(self, q_mm3_s=branch_flows(q_mm3_s, self.parents, self.areas_mm2))
-
-    def inside(self, pts_mm: np.ndarray) -> np.ndarray:
-        """Lumen fraction [N] at world points (trilinear)."""
-        ijk = (np.asarray(pts_mm, float) - self.origin_mm) / self.spacing_mm
-        return map_coordinates(self.occ, ijk.T, order=1, mode="constant", cval=0.0)
-
-
-def branch_flows(q_mm3_s: list[float], parents: list[int], areas_mm2: list[np.ndarray]) -> list[float]:
-    """Flow rate per branch: the given ones, and for daughters without one (NaN or <= 0) the rest of
-    their parent's split by Murray's law (r³ with r = sqrt(median area / π)). A daughter's given flow
-    that exceeds its parent's (mass conservation says it cannot; a transit fit on a short spurious
-    branch of a 2-view reconstruction gave 2.9 ml/s under a 1.1 ml/s parent) is treated as missing."""
-    q = [float(v) for v in q_mm3_s]
-    if not math.isfinite(q[0]) or q[0] <= 0:
-        raise ValueError(f"build_domain: the inlet branch needs a positive flow rate, got {q[0]}")
-    for b in range(len(q)):
-        kids = [j for j, p in enumerate(parents) if p == b]
-        missing = [j for j in kids if not (math.isfinite(q[j]) and 0 < q[j] <= q[b])]
-        if missing:
-            rest = q[b] - sum(q[j] for j in kids if j not in missing)
-            r3 = np.array([np.median(areas_mm2[j]) ** 1.5 for j in missing])
-            for j, w in zip(missing, r3 / r3.sum()):
-                q[j] = max(rest, 0.05 * q[b]) * float(w)
-    return q
+from .scales import Scales
 
 
 def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[np.ndarray],
@@ -120,7 +68,7 @@ def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[n
     lo, hi = origin, origin + spacing_mm * (np.array(occ.shape) - 1)
     wall = v[np.all((v > lo + 0.5 * spacing_mm) & (v < hi - 0.5 * spacing_mm), axis=1)]  # not the grid caps
     allp = np.concatenate([np.asarray(b, float)[:, :3] for b in branches])
-    allt = np.concatenate([_tangents(np.asarray(b, float)[:, :3]) for b in branches])
+    allt = np.concatenate([tangents(np.asarray(b, float)[:, :3]) for b in branches])
     owner = np.concatenate([np.full(len(b), i) for i, b in enumerate(branches)])
     tree = cKDTree(allp)
     # the vessel's open ends are closed in the reconstruction (caps, or the mesh's flat cap at the
@@ -132,13 +80,13 @@ def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[n
     sections = []
     for bi, b in enumerate(branches):
         b = np.asarray(b, float)
-        s = _arc(b[:, :3])
-        tan = _tangents(b[:, :3])
+        s = arc_length(b[:, :3])
+        tan = tangents(b[:, :3])
         R_eq = np.sqrt(np.asarray(areas_mm2[bi]) / math.pi)
         for sc in np.arange(1.5 * R_eq[0], s[-1] - 1.5 * R_eq[-1] + 1e-9, section_step_mm):
             k = int(np.argmin(np.abs(s - sc)))
             c, t = b[k, :3], tan[k]
-            u, w = _plane_basis(t)
+            u, w = plane_basis(t)
             rmax = 1.6 * max(R_eq[k], b[k, 3])
             g = np.arange(-rmax, rmax + 1e-9, section_h_mm)
             X, Y = np.meshgrid(g, g, indexing="ij")
@@ -157,42 +105,7 @@ def build_domain(occ: np.ndarray, origin_mm, spacing_mm: float, branches: list[n
                   [np.asarray(a, float) for a in areas_mm2], parents, occ, origin, float(spacing_mm))
 
 
-def poiseuille_guess(dom: Domain, pts_mm: np.ndarray, mu: float = MU_BLOOD_PA_S) -> tuple[np.ndarray, np.ndarray]:
-    """Quasi-Poiseuille velocity [N, 3] (mm/s) and pressure [N] (Pa): at each point, the parabolic
-    profile of the nearest centerline point's section (equivalent radius sqrt(A/π), the branch's
-    flow rate), and the Poiseuille gradient 8πμQ/A² integrated along the branches (0 at the end of
-    branch 0; a daughter starts at its parent's end pressure)."""
-    nb = len(dom.branches)
-    drop = []
-    for bi in range(nb):
-        b = dom.branches[bi]
-        s = _arc(b[:, :3])
-        A = np.maximum(dom.areas_mm2[bi], 1e-3)
-        g = 8 * math.pi * mu * dom.q_mm3_s[bi] / A ** 2
-        drop.append(np.concatenate([[0.0], np.cumsum(0.5 * (g[1:] + g[:-1]) * np.diff(s))]))
-    start = {0: float(drop[0][-1])}
-    for _ in range(nb):
-        for bi in range(nb):
-            p = dom.parents[bi]
-            if bi not in start and p >= 0 and p in start:
-                start[bi] = start[p] - float(drop[p][-1])
-    P, T, R, Q, PR = [], [], [], [], []
-    for bi, b in enumerate(dom.branches):
-        P.append(b[:, :3])
-        T.append(_tangents(b[:, :3]))
-        R.append(np.sqrt(np.maximum(dom.areas_mm2[bi], 1e-3) / math.pi))
-        Q.append(np.full(len(b), dom.q_mm3_s[bi]))
-        PR.append(start.get(bi, 0.0) - drop[bi])
-    P, T, R, Q, PR = (np.concatenate(a) for a in (P, T, R, Q, PR))
-    _, k = cKDTree(P).query(pts_mm)
-    d = pts_mm - P[k]
-    d_perp = d - (d * T[k]).sum(1, keepdims=True) * T[k]
-    rr = (d_perp ** 2).sum(1) / R[k] ** 2
-    umag = 2 * Q[k] / (math.pi * R[k] ** 2) * np.clip(1 - rr, 0, None)
-    return umag[:, None] * T[k], PR[k]
-
-
-@dataclass
+@dataclass(frozen=True)
 class SteadyConfig:
     steps: int = 1000  # Adam steps on the physics loss
     pretrain_steps: int = 1000  # supervised steps on the quasi-Poiseuille guess
@@ -337,12 +250,10 @@ def dp_work_energy(res: SteadyResult, dom: Domain, sec_a: Section, sec_b: Sectio
     """
     if sec_a.branch != sec_b.branch or not sec_b.arc_mm > sec_a.arc_mm:
         raise ValueError("dp_work_energy: sections must be on one branch, sec_b downstream of sec_a")
-    b = dom.branches[sec_a.branch]
-    s = _arc(b[:, :3])
     allp = np.concatenate([x[:, :3] for x in dom.branches])
     owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(dom.branches)])
-    arcs = np.concatenate([_arc(x[:, :3]) for x in dom.branches])
-    allt = np.concatenate([_tangents(x[:, :3]) for x in dom.branches])
+    arcs = np.concatenate([arc_length(x[:, :3]) for x in dom.branches])
+    allt = np.concatenate([tangents(x[:, :3]) for x in dom.branches])
     _, k = cKDTree(allp).query(dom.interior_mm)
     # the arc of each point: its nearest centerline point's arc plus its offset along the tangent
     arc_pt = arcs[k] + ((dom.interior_mm - allp[k]) * allt[k]).sum(1)

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..units import MU_BLOOD_PA_S
 from .phantoms import Phantom
 
-RHO = 1.06e-3  # g/mm³
-MU = 3.5e-3  # Pa·s = g/(mm·s)
 
 
 @dataclass
@@ -78,7 +77,7 @@ def branch_flows(ph: Phantom, q_mm3_s: float) -> list[float]:
     return [q_mm3_s] + list(q_mm3_s * r3 / r3.sum())
 
 
-def centerline_poiseuille(ph: Phantom, origin, h: float, shape, q_mm3_s: float, mu: float = MU) -> FlowTruth:
+def centerline_poiseuille(ph: Phantom, origin, h: float, shape, q_mm3_s: float, mu: float = MU_BLOOD_PA_S) -> FlowTruth:
     sd, bid, s, R, tan = _nearest_centerline(ph, origin, h, shape)
     inside = (sd <= 0) & (bid >= 0)
     qs = branch_flows(ph, q_mm3_s)

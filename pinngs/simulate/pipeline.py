@@ -10,7 +10,6 @@ live on a ``flow_mm`` (0.2 mm) grid. Everything random comes from one numpy Gene
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +18,11 @@ from tqdm import tqdm
 
 from ..geometry import CArmView
 from ..io.study import AtomicFolder, Frame, Study, write_study_files
+from ..units import PA_PER_MMHG
 from .flowfield import FlowTruth, axisymmetric_fem, centerline_poiseuille, tet_fem
 from .presets import Preset
 from .transport import concentration, fill_unreached, travel_time
 
-MMHG = 133.322
 
 
 @dataclass
@@ -116,7 +115,7 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
     summary = {
         "preset": pre.name, "seed": seed, "description": pre.description, "flow_model": flow.model,
         "q_mm3_s": pre.q_mm3_s, "q_ml_s": pre.q_mm3_s / 1000.0,
-        "dp_pa": flow.dp_pa, "dp_mmhg": flow.dp_pa / MMHG,
+        "dp_pa": flow.dp_pa, "dp_mmhg": flow.dp_pa / PA_PER_MMHG,
         "stenosis": ph.stenosis, "phantom": {"name": ph.name, **{k: v for k, v in ph.meta.items()}},
         "bolus": pre.bolus, "mu_peak_per_mm": pre.mu_peak_per_mm, "noise": pre.noise,
         "diffusion_mm2_s": 0.0,

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from ..laws import gamma_variate
+
 _wp = None
 
 
@@ -116,16 +118,6 @@ def travel_time(vel: np.ndarray,  # [X, Y, Z, 3] mm/s on the flow grid
     tau = out.numpy()
     tau[tau > 1e29] = np.inf
     return tau
-
-
-def gamma_variate(t_s, t0_s: float = 0.2, alpha: float = 3.0, beta_s: float = 0.25) -> np.ndarray:
-    """Inlet bolus c_in(t) = ((t - t0)/(αβ))^α exp(α - (t - t0)/β) for t > t0, else 0: peak 1 at
-    t = t0 + αβ (the classic gamma-variate first-pass model)."""
-    t = np.asarray(t_s, dtype=np.float64) - t0_s
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        x = np.where(t > 0, t / (alpha * beta_s), 0.0)
-        c = np.where(t > 0, x ** alpha * np.exp(alpha * (1.0 - x)), 0.0)
-    return np.nan_to_num(c, nan=0.0, posinf=0.0)
 
 
 def concentration(tau_s: np.ndarray, t_s: float, bolus: dict) -> np.ndarray:

@@ -160,56 +160,29 @@ snapshots you wrote.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .field import GaussianField
-from .geometry import CArmView, pack_views
-from .io.study import VIEW_FIELDS, Frame, Study
-from .recon.fit import (FitConfig, FitResult, Targets, _make_opt, backprojection_init, densify_prune,
-                        lumen_occupancy, nuisance_fit, resolve_threads, targets_from_study)
+from ..field import GaussianField
+from ..flow.estimate import LumenFlow, flow_on_lumen
+from ..geometry import CArmView, pack_views
+from ..io.study import VIEW_FIELDS, Frame, Study
+from ..ops import project_gaussians, rasterize
+from ..render import nuisance_fit
+from ..report import write_outputs
+from ..units import PA_AORTIC_MMHG
+from .batch import (FitConfig, FitResult, Targets, backprojection_init, densify_prune, lumen_occupancy,
+                    make_optimizer, resolve_threads, targets_from_study)
 
-# Young–Tsai is an empirical law for stenoses; across a graded narrowing milder than this (% diameter)
-# ΔP stays the Poiseuille integral over its measured sections, which is continuous in the geometry.
-# With the law on every graded narrowing, a 24 % "lesion" 6.4 mm long that one fit of AneuRisk C0015
-# showed and another did not (20.5 %, outside the ΔP window) made ΔP 48 Pa against 29 Pa, and a
-# straight tube's fit graded a 25.6 % notch.
-YT_MIN_PERCENT = 30.0
-# ... and from this grade on it applies in full. In between, the narrowing's weight (``jet_weight``)
-# fades both of its consequences in linearly: Young–Tsai against the Poiseuille integral across it
-# (``flow.reduced``), and Q timed upstream of it against Q timed on the whole vessel. With a switch at
-# 30 %, a natural calibre change of AneuRisk C0015 that online fits graded 25-47 % from one estimate
-# to the next moved ΔP between 25-29 and 80-168 Pa and Q by ~10 % (a scratch fixed-step replay on the
-# preset's study from an older simulator; the batch: 29 Pa). The stenosis presets grade at 47.5 % and
-# more, where the weight is 1.
-YT_FULL_PERCENT = 40.0
-# How a junction's daughters share their parent's flow in ``flow_on_lumen``: by Murray's law (r³ of
-# each daughter's median measured radius), which conserves mass at the junction. Not by each
-# daughter's own bolus-transit Q: on the Murray bifurcation preset (4-view, 3D CFD split 678/319 mm³/s
-# under 1000) the laminar transit model timed the daughters of the three batch lumens (`pinngs
-# reconstruct --seed 0/1/2`) at 1068/451, 1190/324 and 962/414 mm³/s under parents of 934, 957 and
-# 922: the larger daughter above its parent, the pair 1.5-1.6 times it. (A likely cause, not verified:
-# a daughter 19-20 mm long starts with the skewed, blunter profile of the junction, which a developed
-# laminar profile reads as a faster flow; the plug model, the bluntest, read them at 777/355, 827/305
-# and 726/335.) The rule before (a daughter's transit Q where no more than its parent's, the rest
-# by Murray's law) then gave 483/451, 634/324 and 509/414 and a velocity rel-L2 against the CFD of
-# 0.287/0.207/0.265; the Murray split gives 622/312, 629/329 and 603/320 and 0.202/0.208/0.216, against
-# 0.202/0.207/0.214 with the CFD's own split fraction. Caveat: the preset's radii obey Murray's law by
-# construction, so it tests the split's robustness to the fitted radii, not the law; a diseased
-# daughter (a lesion that steals its flow) is not seen by this rule. ``daughters="transit"`` keeps the
-# measured one.
-DAUGHTER_SPLIT = "murray"
 SNAPSHOT_FORMAT = "pinngs-online"
-SNAPSHOT_VERSION = 1
-MMHG_PA = 133.322
+SNAPSHOT_VERSION = 2  # 2: the flow estimate moved to pinngs.flow (version 1 snapshots pickled pinngs.online)
 
 
 class OnlineFrameWarning(UserWarning):
@@ -239,7 +212,7 @@ class OnlineConfig:
     reinit_until_steps: int = 0  # re-initialise only within this many steps of the last init (0: any time)
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
     lumen_mm: float = 0.1
-    pa_mmhg: float = 93.0
+    pa_mmhg: float = PA_AORTIC_MMHG
     threads: int = 0  # torch threads during add_frame (0: every core; module docstring, Update)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
@@ -301,7 +274,8 @@ class OnlineEstimate:
     geometry_confidence: float = 0.0
     data_rel_l2: float = float("nan")
     lumen_volume_mm3: float = float("nan")
-    stenosis: list = field(default_factory=list)
+    stenosis: list = field(default_factory=list)  # grade_stenosis dicts of the flow's centerline
+    lesions: list = field(default_factory=list)  # per lesion: grade, jet weight, translesional ΔP and FFR
     q_mm3_s: float = float("nan")
     q_confidence: float = 0.0
     velocity_mean_mm_s: float = float("nan")  # Q / inlet area
@@ -312,7 +286,7 @@ class OnlineEstimate:
     dp_confidence: float = 0.0
     ffr: float = float("nan")
     ffr_confidence: float = 0.0
-    pa_mmhg: float = 93.0
+    pa_mmhg: float = PA_AORTIC_MMHG
     dp_section_arcs_mm: tuple = (float("nan"), float("nan"))
     # TransitFit.to_dict() + coverage, upstream_weight and branch_flows_mm3_s (the flows used, split_flows)
     transit: dict = field(default_factory=dict)
@@ -329,231 +303,6 @@ class OnlineEstimate:
         return (f"Q {self.q_mm3_s:.0f} mm³/s ({self.q_confidence:.2f}) | v̄ {self.velocity_mean_mm_s:.0f} mm/s "
                 f"| ΔP {self.dp_pa:.0f} Pa = {self.dp_mmhg:.2f} mmHg ({self.dp_confidence:.2f}) "
                 f"| FFR {self.ffr:.3f} ({self.ffr_confidence:.2f}) | {self.n_frames} frames")
-
-
-# ------------------------------------------------------------------------------------------------
-# flow on a lumen (shared by the online fitter and the benchmark's batch reference)
-@dataclass
-class LumenFlow:
-    """Flow on one lumen: centerline, sections, transit Q, reduced-order ΔP, quasi-Poiseuille field."""
-
-    branches: list  # [P, 4] X, Y, Z, R (mm) per branch
-    areas_mm2: list  # [P] per branch
-    lesions: list  # grade_stenosis dicts
-    transit: object  # flow.transit.TransitFit
-    domain: object  # pinn.steady.Domain (interior/wall/sections empty: only the field is needed)
-    dp: dict  # flow.reduced.reduced_order_dp
-    dp_arcs_mm: tuple
-    upstream_weight: float = 0.0  # weight of Q timed upstream of the lesions (jet_weight of the worst)
-
-    def dp_at(self, q_mm3_s: float) -> dict:
-        """``lesion_dp`` along branch 0 between ``dp_arcs_mm`` at inlet flow ``q_mm3_s`` (mm³/s): ``dp`` is
-        this at the transit Q; another Q asks what this geometry gives at that flow."""
-        if not (math.isfinite(q_mm3_s) and q_mm3_s > 0):
-            raise ValueError(f"dp_at: the flow rate must be a finite positive mm³/s, got {q_mm3_s}")
-        s0, s1 = self.dp_arcs_mm
-        return lesion_dp(np.asarray(self.branches[0], float), self.areas_mm2[0], float(q_mm3_s),
-                         [x for x in self.lesions if x["branch"] == 0], s0, s1)
-
-    def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
-        """Quasi-Poiseuille velocity at world points (mm/s), zero outside the lumen (occupancy < 0.5)."""
-        from .pinn.steady import poiseuille_guess
-
-        pts = np.asarray(points_mm, float).reshape(-1, 3)
-        u, _ = poiseuille_guess(self.domain, pts)
-        u[self.domain.inside(pts) < 0.5] = 0.0
-        return u
-
-    def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
-        """Quasi-Poiseuille pressure (Pa, 0 at the end of branch 0; viscous only, no lesion loss)."""
-        from .pinn.steady import poiseuille_guess
-
-        return poiseuille_guess(self.domain, np.asarray(points_mm, float).reshape(-1, 3))[1]
-
-
-def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
-                  branches: list | None = None, daughters: str = DAUGHTER_SPLIT) -> LumenFlow:
-    """Flow from a lumen occupancy [X, Y, Z] and the study's frames (see the module docstring).
-    ``branches``: the centerline if already extracted. ``daughters``: how a junction's daughters share
-    their parent's flow: "murray" (default), in proportion to r³ of their median measured radius, so
-    that they add up to the parent's (see DAUGHTER_SPLIT); "transit", each daughter's own transit Q
-    where it is positive and no more than its parent's (the rest by Murray's law, as before).
-    Raises ValueError when a stage cannot run."""
-    _check_daughters("flow_on_lumen", daughters)  # before the seconds of work below
-    from .flow.transit import fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
-    from .pinn.steady import Domain
-    from .recon.centerline import (_arc, branch_topology, extract_centerline, grade_stenosis, prune_stubs,
-                                   trim_ghost_ends)
-
-    if branches is None:
-        branches = extract_centerline(occ, origin_mm, spacing_mm)
-    # stubs: a no-op on extract_centerline's, but centerline.csv files may predate it; then the ghost
-    # tails past the free ends (trim_ghost_ends), which would grade as lesions
-    branches = trim_ghost_ends(prune_stubs(branches))
-    areas = section_areas(branches, occ, origin_mm, spacing_mm)
-    curves = time_intensity_curves(study, branches, areas_mm2=areas)
-    if _arrival_slope_s_per_mm(curves) < 0:
-        # the centerline's inlet is its widest end, which is not always where the contrast enters (a
-        # frayed end of a young fit looks thin): the bolus arrives first at the true inlet
-        if len(branches) == 1:
-            branches = [np.asarray(branches[0])[::-1].copy()]
-        else:
-            branches = trim_ghost_ends(extract_centerline(occ, origin_mm, spacing_mm,
-                                                          inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
-        areas = section_areas(branches, occ, origin_mm, spacing_mm)
-        curves = time_intensity_curves(study, branches, areas_mm2=areas)
-    lesions = grade_stenosis(branches)
-    for x in lesions:  # the grade by section areas gates the jet (lesion_jet_weight)
-        x["percent_equivalent_diameter_stenosis"] = equivalent_stenosis_percent(branches[x["branch"]],
-                                                                                areas[x["branch"]], x)
-    parents, _ = branch_topology(branches)
-    # Q timed upstream of the narrowings with a jet (one notion of "a lesion with a jet": YT_MIN_PERCENT),
-    # blended with Q timed on the whole vessel by the largest weight (see YT_FULL_PERCENT)
-    w_up = max((lesion_jet_weight(x) for x in lesions), default=0.0)
-    tr_up = None
-    if w_up > 0:
-        try:
-            jets = [x for x in lesions if lesion_jet_weight(x) > 0]
-            tr_up = fit_transit(upstream_of_lesions(curves, jets, min_percent=YT_MIN_PERCENT))
-        except ValueError:  # too little vessel upstream of the lesion: time the bolus on the whole vessel
-            w_up = 0.0
-    tr_all = fit_transit(curves) if w_up < 1 else None
-    tr = _blend_transit(tr_all, tr_up, w_up)
-    q = np.sum([w * np.asarray(split_flows(t.q_mm3_s, parents, areas, daughters))
-                for w, t in ((1 - w_up, tr_all), (w_up, tr_up)) if w > 0], axis=0).tolist()
-    dom = Domain(np.zeros((0, 3)), np.zeros((0, 3)), [], q, [np.asarray(b, float) for b in branches],
-                 [np.asarray(a, float) for a in areas], parents, np.asarray(occ), np.asarray(origin_mm, float),
-                 float(spacing_mm))
-    if dom.occ.dtype == np.uint8:
-        from .recon.surface import occupancy_fraction
-
-        dom.occ = occupancy_fraction(dom.occ)
-    b0 = np.asarray(branches[0], float)
-    s = _arc(b0[:, :3])
-    r_eq = np.sqrt(np.asarray(areas[0]) / math.pi)
-    s0, s1 = 1.5 * r_eq[0], s[-1] - 1.5 * r_eq[-1]
-    if not s1 > s0:
-        raise ValueError(f"branch 0 is too short ({s[-1]:.1f} mm) for a pressure drop between sections "
-                         f"1.5 radii inside its ends")
-    flow = LumenFlow(branches, areas, lesions, tr, dom, {}, (float(s0), float(s1)), float(w_up))
-    flow.dp = flow.dp_at(q[0])
-    return flow
-
-
-def split_flows(q_transit_mm3_s: list[float], parents: list[int], areas_mm2: list[np.ndarray],
-                daughters: str = DAUGHTER_SPLIT) -> list[float]:
-    """Flow per branch (mm³/s) from the transit Q per branch ([B], NaN where not timed), the branch
-    parents ([B], -1 for a root) and the section areas ([P] per branch). "murray": the roots keep their
-    transit Q and every junction's daughters share their parent's in proportion to r³ (r = sqrt(median
-    area / π)), so that they add up to it; "transit": ``pinn.steady.branch_flows`` on every branch's
-    transit Q (a daughter's own where positive and no more than its parent's). See DAUGHTER_SPLIT."""
-    from .pinn.steady import branch_flows
-
-    _check_daughters("split_flows", daughters)
-    if not len(q_transit_mm3_s) == len(parents) == len(areas_mm2):
-        raise ValueError(f"split_flows: one entry per branch needed, got {len(q_transit_mm3_s)} flows, "
-                         f"{len(parents)} parents, {len(areas_mm2)} area arrays")
-    given = [float(v) for v in q_transit_mm3_s]
-    if daughters == "murray":
-        given = [v if p < 0 else float("nan") for v, p in zip(given, parents)]
-    return branch_flows(given, parents, areas_mm2)
-
-
-def _check_daughters(who: str, daughters: str) -> None:
-    if daughters not in ("murray", "transit"):
-        raise ValueError(f"{who}: daughters must be 'murray' or 'transit', got {daughters!r}")
-
-
-def jet_weight(percent_diameter_stenosis: float) -> float:
-    """How much a graded narrowing counts as a lesion with a jet: 0 below ``YT_MIN_PERCENT``, 1 from
-    ``YT_FULL_PERCENT``, linear in between (see YT_FULL_PERCENT)."""
-    return float(np.clip((percent_diameter_stenosis - YT_MIN_PERCENT) / (YT_FULL_PERCENT - YT_MIN_PERCENT), 0.0, 1.0))
-
-
-def equivalent_stenosis_percent(branch: np.ndarray, area_mm2: np.ndarray, lesion: dict) -> float:
-    """% diameter stenosis of a graded lesion (a ``grade_stenosis`` dict of this branch, [P, 4] X, Y, Z, R)
-    by the equivalent diameters 2 √(A / π) of the section areas ([P] mm², ``flow.transit.section_areas``,
-    3-point moving average): the smallest within the lesion's stretch (start_arc_mm .. end_arc_mm)
-    against the median in windows of 2 d_ref on either side of it, one median radius clear of the
-    branch ends. NaN when those windows hold no point.
-
-    The grading itself uses the inscribed-sphere diameter, which a flattened section lowers while its
-    area, the flow's, stays: on aneurisk-4view (a real ICA, 4 views) an online fit (fixed 20 steps per
-    frame, seeds 0/1, scratch) graded a 35.4 % / 34.7 % narrowing at 9.3 mm that is 24.2 % by this
-    measure (seed 0), where the truth's centerline grades 12.2 %; Young–Tsai and the upstream Q then
-    made ΔP 54 / 50 Pa against the batch's 32 (``benchmarks/results/online.md`` before this gate:
-    53 / 56 / 36 Pa over 3 seeds). The true lesions grade 45.2-46.3 % (50 % presets), 54.5-55.3 %
-    (eccentric 60 %) and 64.5-64.8 % (70 %) by this measure on the cached batch lumens (3 seeds each;
-    by the inscribed sphere 48.2-49.1, 55.1-56.5 and 66.8-67.8 %)."""
-    from .recon.centerline import _arc
-
-    b = np.asarray(branch, float)
-    s = _arc(b[:, :3])
-    d = 2.0 * np.sqrt(np.maximum(np.asarray(area_mm2, float), 0.0) / math.pi)
-    if len(d) >= 3:
-        d = np.convolve(np.pad(d, 1, mode="edge"), np.ones(3) / 3, mode="valid")
-    shift = lesion["arc_from_inlet_mm"] - lesion["arc_in_branch_mm"]  # the branch's offset from the inlet
-    a, e = lesion["start_arc_mm"] - shift, lesion["end_arc_mm"] - shift
-    w, margin = 2.0 * lesion["d_ref_mm"], float(np.median(b[:, 3]))
-    core = (s >= a) & (s <= e)
-    ref = (((s >= a - w) & (s < a)) | ((s > e) & (s <= e + w))) & (s >= margin) & (s <= s[-1] - margin)
-    if not core.any() or not ref.any():
-        return float("nan")
-    return float(100.0 * (1.0 - d[core].min() / np.median(d[ref])))
-
-
-def lesion_jet_weight(lesion: dict) -> float:
-    """``jet_weight`` of a graded lesion by the milder of its two grades: the inscribed sphere's
-    (percent_diameter_stenosis) and the section areas' (percent_equivalent_diameter_stenosis, set by
-    ``flow_on_lumen``; ignored when absent or NaN). A section flattened with its area intact has no
-    jet (see ``equivalent_stenosis_percent``)."""
-    p = float(lesion["percent_diameter_stenosis"])
-    q = lesion.get("percent_equivalent_diameter_stenosis")
-    if q is not None and math.isfinite(q):
-        p = min(p, float(q))
-    return jet_weight(p)
-
-
-def lesion_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, lesions: list[dict],
-              s_from_mm: float, s_to_mm: float) -> dict:
-    """``flow.reduced.reduced_order_dp`` along one branch ([P, 4], areas [P]) with each graded lesion
-    weighted by ``lesion_jet_weight``: Young–Tsai across narrowings of >= YT_MIN_PERCENT, faded in up to
-    YT_FULL_PERCENT; milder ones keep the Poiseuille integral of their measured sections."""
-    from .flow.reduced import reduced_order_dp
-
-    weighted = [dict(x, weight=lesion_jet_weight(x)) for x in lesions]
-    return reduced_order_dp(branch, area_mm2, q_mm3_s, weighted, s_from_mm, s_to_mm)  # weight 0: skipped there
-
-
-def _blend_transit(whole, upstream, w: float):
-    """One TransitFit for Q blended as (1 − w) · ``whole`` + w · ``upstream`` (either may be None where
-    its weight is 0): Q, σ_Q and the residual blend linearly; the bolus and the curve count are those
-    of the fit with the larger weight."""
-    if upstream is None or w <= 0:
-        return whole
-    if whole is None or w >= 1:
-        return upstream
-    mix = lambda a, b: [(1 - w) * x + w * y for x, y in zip(a, b)]  # noqa: E731  (NaN stays NaN)
-    main = upstream if w >= 0.5 else whole
-    return replace(main, q_mm3_s=mix(whole.q_mm3_s, upstream.q_mm3_s),
-                   q_std_mm3_s=mix(whole.q_std_mm3_s, upstream.q_std_mm3_s)
-                   if whole.q_std_mm3_s and upstream.q_std_mm3_s else main.q_std_mm3_s,
-                   rel_residual=(1 - w) * whole.rel_residual + w * upstream.rel_residual)
-
-
-def _arrival_slope_s_per_mm(curves) -> float:
-    """Slope of the bolus arrival time (half-maximum rise) against arc length along branch 0 (s/mm);
-    negative when the contrast enters at the branch's far end."""
-    sel = np.nonzero(curves.branch == 0)[0]
-    if len(sel) < 4:
-        return 0.0
-    arr = []
-    for m in sel:
-        t, y = curves.t_s[m], curves.values[m] - np.min(curves.values[m])
-        arr.append(t[int(np.argmax(y >= 0.5 * y.max()))] if y.max() > 0 else np.nan)
-    arr = np.asarray(arr)
-    ok = np.isfinite(arr)
-    return float(np.polyfit(curves.arc_mm[sel][ok], arr[ok], 1)[0]) if ok.sum() >= 4 else 0.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -642,7 +391,7 @@ class OnlineFitter:
                              f"means_mm, scales_mm, quats_wxyz, atten_per_mm") from None
         fitter = cls(config)
         fitter.field = f
-        fitter.opt = _make_opt(f, fitter.config.fit)
+        fitter.opt = make_optimizer(f, fitter.config.fit)
         fitter.source = f"batch:{Path(out_dir)}"
         # densify/prune already ran in the batch fit: start past its schedule
         fitter.steps_since_init = fitter.config.fit.densify_until + 1
@@ -819,7 +568,7 @@ class OnlineFitter:
             warnings.warn(f"initialisation postponed ({type(e).__name__}: {e})", OnlineFrameWarning, stacklevel=3)
             return ""
         event = "init" if self.field is None else "reinit"
-        self.field, self.opt, self.ema = f, _make_opt(f, c), None
+        self.field, self.opt, self.ema = f, make_optimizer(f, c), None
         self.steps_since_init = 0
         self.source = "backprojection"
         self.init_state = {"n_views": len(op), "min_peak_mass": peak, "frame": self.n_frames - 1,
@@ -840,8 +589,6 @@ class OnlineFitter:
         return self._packed
 
     def _loss(self, sel: list[int], f: GaussianField | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from .ops import project_gaussians, rasterize
-
         f, c = f if f is not None else self.field, self.config.fit
         H, W = self.images[0].shape
         pk = self._packed_views()[torch.tensor([self.frame_view[k] for k in sel])]
@@ -889,7 +636,7 @@ class OnlineFitter:
                 it = self.steps_since_init
                 if fc.densify_every and it > 0 and it % fc.densify_every == 0 and it <= fc.densify_until:
                     self.field, _ = densify_prune(self.field, fc)
-                    self.opt, self.ema = _make_opt(self.field, fc), None
+                    self.opt, self.ema = make_optimizer(self.field, fc), None
                 lead, pool = (first, others) if rep.steps < lead_steps else ([], others + first)
                 sel = (lead + [pool[int(i)] for i in torch.randperm(len(pool), generator=self.gen)])[:c.batch_frames]
                 self.opt.zero_grad(set_to_none=True)
@@ -915,7 +662,7 @@ class OnlineFitter:
             with torch.no_grad():
                 for p, q in zip(self.field.parameters(), params):
                     p.copy_(q)
-            self.opt = _make_opt(self.field, fc)
+            self.opt = make_optimizer(self.field, fc)
             self.opt.load_state_dict(opt_state)
             self.gen.set_state(gen_state)
             rep.event, rep.reason, rep.steps = "rollback", why, 0
@@ -1056,38 +803,16 @@ class OnlineFitter:
         return est
 
     def _fill_flow(self, est: OnlineEstimate, flow: LumenFlow) -> str:
-        """Fill ``est`` from ``flow``; returns the status ("ok", or why the figures are implausible)."""
-        from scipy.stats import gamma
-
-        from .flow.reduced import ffr
-
-        tr = flow.transit
-        q = float(flow.domain.q_mm3_s[0])
-        q_std = float(tr.q_std_mm3_s[0]) if tr.q_std_mm3_s and math.isfinite(tr.q_std_mm3_s[0]) else q
-        b = tr.bolus
-        coverage = float(gamma.cdf(est.t_latest_s - b["t0_s"], b["alpha"], scale=b["beta_s"]))
-        cq = float(np.clip(1 - tr.rel_residual / 0.3, 0, 1) * math.exp(-(q_std / max(q, 1e-12)) / 0.1) * coverage)
-        a0 = float(np.asarray(flow.areas_mm2[0])[: max(1, len(flow.areas_mm2[0]) // 10)].mean())
-        amin = float(min(np.min(a) for a in flow.areas_mm2))
-        est.q_mm3_s, est.q_confidence = q, cq
-        est.velocity_mean_mm_s = q / a0
-        est.velocity_max_mm_s = 2 * q / amin
-        est.dp_pa = float(flow.dp["dp_pa"])
-        est.dp_mmhg = est.dp_pa / MMHG_PA
-        est.ffr = float(ffr(est.dp_pa, self.config.pa_mmhg))
-        cg = est.geometry_confidence
-        est.velocity_confidence = est.dp_confidence = est.ffr_confidence = cq * cg
+        """Fill ``est`` from ``flow`` (``LumenFlow.summary``); returns its status ("ok", or why the
+        figures are implausible)."""
+        f = flow.summary(self.config.pa_mmhg, est.t_latest_s, est.geometry_confidence)
+        for k in ("q_mm3_s", "q_confidence", "velocity_mean_mm_s", "velocity_max_mm_s", "velocity_confidence",
+                  "dp_pa", "dp_mmhg", "dp_confidence", "ffr", "ffr_confidence", "lesions"):
+            setattr(est, k, f[k])
         est.stenosis = flow.lesions
         est.dp_section_arcs_mm = flow.dp_arcs_mm
-        est.transit = tr.to_dict() | {"coverage": coverage, "upstream_weight": flow.upstream_weight,
-                                      "branch_flows_mm3_s": [float(v) for v in flow.domain.q_mm3_s]}
-        if est.dp_mmhg < est.pa_mmhg:
-            return "ok"
-        # FFR <= 0: no flow can pass; the geometry is wrong, not the patient (measured: curved-biplane at
-        # 33 of 60 frames, 191877 Pa, FFR -14.5, while 73-82 Pa before and after)
-        est.dp_confidence = est.ffr_confidence = 0.0
-        return (f"implausible: ΔP {est.dp_mmhg:.0f} mmHg is not below Pa = {est.pa_mmhg:.0f} mmHg (a pinched "
-                "section of a young fit, usually a ghost; wait for more frames); ΔP, FFR confidence 0")
+        est.transit = f["transit"] | {"branch_flows_mm3_s": f["branch_flows_mm3_s"]}
+        return f["status"]
 
     def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
         """Velocity (mm/s) at world points from the current estimate (quasi-Poiseuille, zero outside
@@ -1128,7 +853,7 @@ class OnlineFitter:
 
     def snapshot(self, path: str | os.PathLike) -> Path:
         """Write the whole state to ``path`` atomically (temporary file, then rename)."""
-        from .io.atomic import atomic_file
+        from ..io.atomic import atomic_file
 
         path = Path(path)
         with atomic_file(path, "wb") as fh:
@@ -1165,7 +890,7 @@ class OnlineFitter:
                 f.log_scales.copy_(fd["log_scales"])
                 f.raw_atten.copy_(fd["raw_atten"])
             self.field = f
-            self.opt = _make_opt(f, cfg.fit)
+            self.opt = make_optimizer(f, cfg.fit)
             self.opt.load_state_dict(st["opt"])
         self.ema = st["ema"]
         self.ema_n = int(st.get("ema_n", 10 ** 9))
@@ -1199,100 +924,15 @@ class OnlineFitter:
         extra = {"online": {"estimate": est.to_dict(), "source": self.source, "frames_accepted": len(acc),
                             "frames_skipped": len(self.history) - len(acc), "steps": self.total_steps,
                             "config": asdict(self.config)}}
-        return _write_outputs(out, res, self.study(), study_label, overwrite, extra)
-
-
-class FolderWatcher:
-    """New frames in a watched folder: a study folder (study.json lists views and frames; a frame is
-    taken once its file reads) or DICOM XA files (*.dcm, taken once their size is stable over two
-    polls). A file that cannot be read ``retries`` polls in a row is skipped with a warning."""
-
-    def __init__(self, folder: Path, retries: int = 3) -> None:
-        self.dir, self.retries = folder, retries
-        self.done: set[str] = set()
-        self.fails: dict[str, int] = {}
-        self.sizes: dict[str, int] = {}
-
-    def _failed(self, key: str, why: str) -> None:
-        self.fails[key] = self.fails.get(key, 0) + 1
-        if self.fails[key] >= self.retries:
-            self.done.add(key)
-            warnings.warn(f"skipping {key}: {why}", OnlineFrameWarning, stacklevel=2)
-
-    def poll(self) -> list[tuple]:
-        """[(image [H, W] line integrals, CArmView, t_s, label)] of the frames new since the last poll,
-        in time order."""
-        out = self._poll_study() if (self.dir / "study.json").exists() else []
-        out += self._poll_dicom()
-        return sorted(out, key=lambda x: (x[2], x[3]))
-
-    def _poll_study(self) -> list[tuple]:
-        import imageio.v3 as iio
-
-        try:
-            doc = json.loads((self.dir / "study.json").read_text())
-            views = [CArmView(**{k: (tuple(v[k]) if isinstance(v[k], list) else v[k]) for k in VIEW_FIELDS})
-                     for v in doc["views"]]
-            frames = list(doc["frames"])
-            intensity = doc.get("intensity", "line_integral")
-        except (OSError, ValueError, KeyError, TypeError) as e:  # being written, or broken: retry, then say so
-            self._failed("study.json", f"unreadable ({type(e).__name__}: {e})")
-            if "study.json" in self.done:  # give it another chance on the next change
-                self.done.discard("study.json")
-                self.fails["study.json"] = 0
-            return []
-        masks = {int(m["view"]): m["file"] for m in doc.get("masks") or [] if "view" in m and "file" in m}
-        out = []
-        for k, fr in enumerate(frames):
-            key = str(fr.get("file", f"frames[{k}]"))
-            if key in self.done or not (self.dir / key).is_file():
-                continue
-            try:
-                vi, t = int(fr["view"]), float(fr["t_s"])
-                view = views[vi]
-                img = np.asarray(iio.imread(self.dir / key), dtype=np.float32)
-                if img.ndim != 2 or img.size == 0:
-                    raise ValueError(f"expected one 2D image, read an array of shape {img.shape}")
-                if intensity == "raw":
-                    mask = np.asarray(iio.imread(self.dir / masks[vi]), dtype=np.float32)
-                    img = Study([view], [Frame(img, 0, t)], "single", "raw", {0: mask}).line_integrals()[0]
-            except Exception as e:  # noqa: BLE001 - a partial or corrupt file: retry, then skip with a warning
-                self._failed(key, f"{type(e).__name__}: {e}")
-                continue
-            self.done.add(key)
-            out.append((img, view, t, key))
-        return out
-
-    def _poll_dicom(self) -> list[tuple]:
-        from .io.dicom import read_xa
-
-        out = []
-        for q in sorted(self.dir.iterdir()):
-            if q.suffix.lower() not in (".dcm", ".dicom") or not q.is_file() or q.name in self.done:
-                continue
-            size = q.stat().st_size
-            if self.sizes.get(q.name) != size:  # still growing (or new): look again next poll
-                self.sizes[q.name] = size
-                continue
-            try:
-                st = read_xa([q])
-                imgs = st.line_integrals()
-            except Exception as e:  # noqa: BLE001 - DicomError or a truncated file: retry, then skip
-                self._failed(q.name, f"{type(e).__name__}: {e}")
-                continue
-            self.done.add(q.name)
-            out += [(im, st.views[f.view], f.t_s, f"{q.name}[{k}]") for k, (im, f) in enumerate(zip(imgs, st.frames))]
-        return out
-
+        return _write_outputs(out, res, self.study(), study_label, overwrite, extra, self._flow, est.status,
+                              self.config.pa_mmhg)
 
 
 def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: str, overwrite: bool,
-                   extra: dict) -> dict:
-    """The output files of ``recon.pipeline.reconstruct`` from a FitResult (its ``write_outputs``),
-    into ``out``, which must be empty unless ``overwrite``."""
+                   extra: dict, flow: LumenFlow | None, status: str, pa_mmhg: float) -> dict:
+    """The output files of ``pinngs reconstruct`` (``report.write_outputs``) into ``out``, which must
+    be empty unless ``overwrite``."""
     import shutil
-
-    from .recon.pipeline import write_outputs
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -1302,4 +942,4 @@ def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: 
             raise FileExistsError(f"output folder {out} is not empty; choose another or allow overwriting")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return write_outputs(out, res, study, label, extra=extra)
+    return write_outputs(out, res, study, label, flow=flow, flow_note=status, pa_mmhg=pa_mmhg, extra=extra)

@@ -73,6 +73,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -82,8 +83,11 @@ from ..field import GaussianField
 from ..geometry import CArmView, pack_views, sample_image
 from ..io.study import Study
 from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
+from ..render import nuisance_fit
 
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
+TargetMode = Literal["frames", "composite"]  # FitConfig.targets (module docstring, 1.)
+SurfaceRule = Literal["mass", "half"]  # FitConfig.surface_rule (module docstring, 4.)
 DISC_MIN_WEIGHT = 0.02  # backprojection_init's round-vessel prior drops hull points weighted below this
 # disc_weights solves for the offset by ridge regression, shrinking each direction by sv² / (sv² +
 # DISC_RIDGE x the largest sv²): a direction the views resolve poorly is cut less, one they do not
@@ -98,7 +102,7 @@ DISC_MIN_WEIGHT = 0.02  # backprojection_init's round-vessel prior drops hull po
 DISC_RIDGE = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
     """Knobs of ``fit_study`` (defaults are the ones the benchmark measures)."""
 
@@ -111,7 +115,7 @@ class FitConfig:
     # in 16 views takes ~7 s). 3.0 was measured: the module docstring (2.) and README, "Reconstruction".
     init_disc_window_mm: float = 3.0
     rot_keep: float = 0.9  # rotational: near-peak frames for the initialisation (and the "composite" fit)
-    targets: str = "frames"  # "frames": every frame with its own contrast; "composite": one image per view
+    targets: TargetMode = "frames"  # "frames": every frame with its own contrast; "composite": one image per view
     frames_keep: float = 0.3  # "frames": frames with at least this fraction of the peak frame's mass
     frames_batch: int = 8  # "frames": frames per step
     lr_means: float = 0.01
@@ -129,7 +133,7 @@ class FitConfig:
     densify_until: int = 350
     max_gaussians: int = 40000
     lumen_mm: float = 0.1
-    surface_rule: str = "mass"  # "mass": integral-preserving threshold; "half": μ_c / 2
+    surface_rule: SurfaceRule = "mass"  # "mass": integral-preserving threshold; "half": μ_c / 2
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 0  # torch/OpenMP threads while fitting (0: every core); see fit_study
@@ -359,31 +363,6 @@ def backprojection_init(t: Targets, spacing_mm: float = 0.45, hull_frac: float =
 
 # ------------------------------------------------------------------------------------------------
 # 3-5. optimisation, densify/prune, lumen
-def nuisance_fit(img: torch.Tensor, target: torch.Tensor, scale: bool) -> torch.Tensor:
-    """The rendering plus per-image nuisances fitted by least squares, [T, H, W]: a background
-    plane a + b·x + c·y (the subtraction residual and any leftover offset), and with ``scale`` a
-    contrast factor s, so the model is s·img + plane. The nuisances are solved with the rendering
-    held fixed (no gradient through them); the gradient reaches the Gaussians through ``img``."""
-    T, H, W = img.shape
-    with torch.no_grad():
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
-        basis = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1)  # [3, HW]
-        cols = [basis.expand(T, 3, H * W)]
-        if scale:
-            cols.insert(0, img.detach().reshape(T, 1, -1))
-            A = torch.cat(cols, 1).double()  # [T, 4, HW]
-            rhs = target.reshape(T, -1).double()
-        else:
-            A = cols[0].double()
-            rhs = (target - img.detach()).reshape(T, -1).double()
-        G = A @ A.transpose(1, 2) + 1e-9 * torch.eye(A.shape[1], dtype=A.dtype)
-        coef = torch.linalg.solve(G, (A @ rhs[..., None]))[..., 0].float()  # [T, k]
-        plane = (coef[:, -3:] @ basis).reshape(T, H, W)
-        s = coef[:, 0].clamp(0.0, 4.0) if scale else torch.ones(T)
-    return s[:, None, None] * img + plane
-
-
-
 # ------------------------------------------------------------------------------------------------
 def gaussian_mass(f: GaussianField) -> torch.Tensor:  # [N]: ∫ a G dV (mm⁻¹ · mm³)
     return f.attenuation * TWO_PI_32 * f.scales.prod(-1)
@@ -410,7 +389,8 @@ def _grid_around(f: GaussianField, spacing: float, margin: float) -> VoxelGrid:
     return VoxelGrid.around(f.means, spacing, margin)
 
 
-def _make_opt(f: GaussianField, c: FitConfig) -> torch.optim.Adam:
+def make_optimizer(f: GaussianField, c: FitConfig) -> torch.optim.Adam:
+    """Adam over the field's four parameter groups at the config's learning rates."""
     return torch.optim.Adam([
         {"params": [f.means], "lr": c.lr_means},
         {"params": [f.log_scales], "lr": c.lr_scales},
@@ -541,14 +521,14 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         f, st = load_checkpoint(ckpt)
-        opt = _make_opt(f, c)
+        opt = make_optimizer(f, c)
         opt.load_state_dict(st["opt"])
         start, history = st["step"], st["history"]
         torch.set_rng_state(st["rng"])
     else:
         f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
                                 c.disc_window_for(study.mode))
-        opt = _make_opt(f, c)
+        opt = make_optimizer(f, c)
     n_init = len(f) if start == 0 else None
     t_init = time.perf_counter() - t0
     bar = tqdm(range(start, c.iters), desc="fit Gaussians", unit="step", disable=not progress,
@@ -557,7 +537,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     for it in bar:
         if c.densify_every and it > 0 and it % c.densify_every == 0 and it <= c.densify_until:
             f, dinfo = densify_prune(f, c)
-            opt = _make_opt(f, c)
+            opt = make_optimizer(f, c)
             history.append({"step": it, "densify": dinfo})
         opt.zero_grad(set_to_none=True)
         _, prec = f.covar_and_precision()
@@ -636,7 +616,7 @@ def lumen_threshold(vol: torch.Tensor, voxel_mm3: float) -> tuple[float, float]:
     return mu_c, tau
 
 
-def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float = 1.0, rule: str = "mass"
+def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float = 1.0, rule: SurfaceRule = "mass"
                     ) -> tuple[np.ndarray, np.ndarray, float]:
     """Voxelize the field; occupancy = clip(μ / 2τ, 0, 1) so that its 0.5 level is the
     integral-preserving threshold τ (``lumen_threshold``). Returns (occupancy [X, Y, Z] in [0, 1],

@@ -30,7 +30,8 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
-from .centerline import grade_stenosis, read_centerline_csv
+from ..io.exports import read_centerline_csv
+from .stenosis import grade_stenosis
 from .surface import mask_to_mesh, occupancy_fraction
 
 

@@ -1,7 +1,6 @@
-"""Lumen surface: a watertight triangle mesh from an occupancy volume, and atomic mesh writers.
+"""Lumen surface: a watertight triangle mesh from an occupancy volume.
 
     mesh = mask_to_mesh(occ, origin_mm, spacing_mm)          # trimesh.Trimesh, world mm
-    write_mesh(mesh, "out/lumen.stl")                          # or .obj; temp file + rename
 
 The surface is the ``level`` iso-surface of the occupancy (marching cubes, scikit-image's Lewiner
 variant), so it sits between voxel centres with sub-voxel accuracy for a partial-volume occupancy.
@@ -10,12 +9,8 @@ the grid the surface is closed there by a flat cap, and the mesh is always water
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import trimesh
-
-from ..io.atomic import atomic_file
 
 # values this close to the iso-level are moved off it: a voxel exactly at the level makes marching
 # cubes put several vertices on its centre, which become non-manifold once merged
@@ -69,31 +64,3 @@ def mask_to_mesh(occ: np.ndarray, origin_mm, spacing_mm, level: float = 0.5) -> 
     if mesh.volume < 0:  # orientation from marching cubes depends on its gradient convention
         mesh.invert()
     return mesh
-
-
-def _atomic_export(mesh: trimesh.Trimesh, path: str | Path, file_type: str) -> Path:
-    path = Path(path)
-    data = mesh.export(file_type=file_type)
-    with atomic_file(path, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-    return path
-
-
-def write_stl(mesh: trimesh.Trimesh, path: str | Path) -> Path:
-    """Binary STL, written to a temporary sibling and renamed into place."""
-    return _atomic_export(mesh, path, "stl")
-
-
-def write_obj(mesh: trimesh.Trimesh, path: str | Path) -> Path:
-    """Wavefront OBJ (vertices + faces), written to a temporary sibling and renamed into place."""
-    return _atomic_export(mesh, path, "obj")
-
-
-def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
-    """STL or OBJ by the file's suffix (.stl / .obj), atomically."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".stl":
-        return write_stl(mesh, path)
-    if suffix == ".obj":
-        return write_obj(mesh, path)
-    raise ValueError(f"write_mesh: unsupported mesh format {suffix!r} for {path}; use .stl or .obj")

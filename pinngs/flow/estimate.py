@@ -1,0 +1,242 @@
+"""The flow estimate on a lumen: the one recipe that `pinngs reconstruct`, the online fitter and the
+benchmarks call.
+
+    flow = flow_on_lumen(study, occ, origin_mm, spacing_mm)     # LumenFlow
+    s = flow.summary(pa_mmhg=93.0)                               # Q, ΔP, FFR (+ per lesion), confidences
+    u = flow.velocity_mm_s(points_mm); p = flow.pressure_pa(points_mm)
+
+Steps (``flow_on_lumen``):
+
+1. centerline of the lumen (``analysis.centerline``), terminal stubs pruned and thin ghost tails past
+   the free ends cut (they would grade as lesions);
+2. section areas along it and the time-intensity curves of the study's frames (``flow.transit``);
+   when the bolus reaches the far end of branch 0 first, the centerline is reversed (its inlet is
+   its widest end, which a frayed young fit can get wrong);
+3. stenosis grading (``analysis.stenosis``) and each lesion's grade by section area, which gates its
+   jet (``flow.lesions``);
+4. the bolus-transit Q: timed upstream of the lesions with a jet, blended with Q timed on the whole
+   vessel by the largest jet weight; a junction's daughters share their parent's flow by Murray's
+   law (``flow.network.split_flows``);
+5. ΔP along branch 0 between sections 1.5 equivalent radii inside its ends: Poiseuille along the
+   healthy stretches plus Young–Tsai across the lesions (``flow.lesions.lesion_dp``); FFR =
+   (Pa − ΔP)/Pa;
+6. the velocity and pressure fields: quasi-Poiseuille (``flow.network.poiseuille_guess``).
+
+Confidences (``LumenFlow.summary``) are heuristics, not calibrated against errors: Q's is
+clip(1 − transit residual / 0.3) · exp(−σ_Q/Q / 0.1) · coverage (the fitted bolus's gamma CDF at the
+newest frame); velocity, ΔP and FFR take Q's times the geometry's. An estimate whose ΔP reaches Pa
+(FFR ≤ 0) is labelled implausible with zero ΔP/FFR confidence.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..analysis.centerline import branch_topology, extract_centerline, prune_stubs, trim_ghost_ends
+from ..analysis.stenosis import grade_stenosis
+from ..analysis.surface import occupancy_fraction
+from ..io.study import Study
+from ..polyline import arc_length
+from ..units import PA_AORTIC_MMHG, PA_PER_MMHG
+from .lesions import YT_MIN_PERCENT, equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
+from .network import DAUGHTER_SPLIT, Daughters, Domain, check_daughters, poiseuille_guess, split_flows
+from .reduced import ffr
+from .transit import TransitFit, fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
+
+METHOD = "reduced"  # what this estimator is, as named in summary.json: transit Q, Poiseuille + Young–Tsai
+
+
+@dataclass
+class LumenFlow:
+    """Flow on one lumen: centerline, sections, transit Q, reduced-order ΔP, quasi-Poiseuille field."""
+
+    branches: list  # [P, 4] X, Y, Z, R (mm) per branch
+    areas_mm2: list  # [P] per branch
+    lesions: list  # grade_stenosis dicts (+ percent_equivalent_diameter_stenosis)
+    transit: TransitFit
+    domain: Domain  # interior/wall/sections empty: only the field is needed
+    dp: dict  # flow.reduced.reduced_order_dp along branch 0 between dp_arcs_mm
+    dp_arcs_mm: tuple
+    upstream_weight: float = 0.0  # weight of Q timed upstream of the lesions (jet_weight of the worst)
+
+    @property
+    def q_mm3_s(self) -> list[float]:
+        """Flow per branch (mm³/s)."""
+        return [float(v) for v in self.domain.q_mm3_s]
+
+    def dp_at(self, q_mm3_s: float) -> dict:
+        """``lesion_dp`` along branch 0 between ``dp_arcs_mm`` at inlet flow ``q_mm3_s`` (mm³/s): ``dp`` is
+        this at the transit Q; another Q asks what this geometry gives at that flow."""
+        if not (math.isfinite(q_mm3_s) and q_mm3_s > 0):
+            raise ValueError(f"dp_at: the flow rate must be a finite positive mm³/s, got {q_mm3_s}")
+        s0, s1 = self.dp_arcs_mm
+        return lesion_dp(np.asarray(self.branches[0], float), self.areas_mm2[0], float(q_mm3_s),
+                         [x for x in self.lesions if x["branch"] == 0], s0, s1)
+
+    def dp_between_pa(self, s_from_mm: float, s_to_mm: float) -> float:
+        """ΔP (Pa) along branch 0 between two arc lengths (mm) at the estimated flow, lesions included."""
+        return float(lesion_dp(np.asarray(self.branches[0], float), self.areas_mm2[0], self.q_mm3_s[0],
+                               [x for x in self.lesions if x["branch"] == 0], s_from_mm, s_to_mm)["dp_pa"])
+
+    def lesion_dp_pa(self, lesion: dict) -> float:
+        """Translesional ΔP (Pa) of one graded lesion: ``lesion_dp`` along its branch, at the branch's
+        flow, from one reference diameter before the lesion's stretch to one after it (clipped to the
+        branch's ends)."""
+        b = np.asarray(self.branches[lesion["branch"]], float)
+        s = arc_length(b[:, :3])
+        shift = lesion["arc_from_inlet_mm"] - lesion["arc_in_branch_mm"]
+        a = max(lesion["start_arc_mm"] - shift - lesion["d_ref_mm"], 0.0)
+        e = min(lesion["end_arc_mm"] - shift + lesion["d_ref_mm"], float(s[-1]))
+        if not e > a:
+            return float("nan")
+        q = self.q_mm3_s[lesion["branch"]]
+        return float(lesion_dp(b, self.areas_mm2[lesion["branch"]], q, [lesion], a, e)["dp_pa"])
+
+    def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
+        """Quasi-Poiseuille velocity at world points (mm/s), zero outside the lumen (occupancy < 0.5)."""
+        pts = np.asarray(points_mm, float).reshape(-1, 3)
+        u, _ = poiseuille_guess(self.domain, pts)
+        u[self.domain.inside(pts) < 0.5] = 0.0
+        return u
+
+    def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
+        """Quasi-Poiseuille pressure (Pa, 0 at the end of branch 0; viscous only, no lesion loss)."""
+        return poiseuille_guess(self.domain, np.asarray(points_mm, float).reshape(-1, 3))[1]
+
+    def summary(self, pa_mmhg: float = PA_AORTIC_MMHG, t_latest_s: float = math.inf,
+                geometry_confidence: float = 1.0) -> dict:
+        """The clinical figures, JSON-serialisable: Q (mm³/s; per branch too), mean and peak velocity,
+        ΔP along branch 0 (Pa, mmHg), FFR, per lesion its translesional ΔP and FFR, the confidences
+        (module docstring), the transit fit and ``status`` ("ok" or why the figures are implausible).
+        ``t_latest_s``: the newest frame's time, for the bolus coverage (default: all of it seen)."""
+        from scipy.stats import gamma
+
+        tr = self.transit
+        q = self.q_mm3_s[0]
+        q_std = float(tr.q_std_mm3_s[0]) if tr.q_std_mm3_s and math.isfinite(tr.q_std_mm3_s[0]) else q
+        b = tr.bolus
+        coverage = float(gamma.cdf(t_latest_s - b["t0_s"], b["alpha"], scale=b["beta_s"]))
+        cq = float(np.clip(1 - tr.rel_residual / 0.3, 0, 1) * math.exp(-(q_std / max(q, 1e-12)) / 0.1) * coverage)
+        a0 = float(np.asarray(self.areas_mm2[0])[: max(1, len(self.areas_mm2[0]) // 10)].mean())
+        amin = float(min(np.min(a) for a in self.areas_mm2))
+        dp = float(self.dp["dp_pa"])
+        c_flow = cq * float(geometry_confidence)
+        lesions = []
+        for x in self.lesions:
+            dpl = self.lesion_dp_pa(x)
+            lesions.append({"branch": int(x["branch"]), "arc_from_inlet_mm": float(x["arc_from_inlet_mm"]),
+                            "percent_diameter_stenosis": float(x["percent_diameter_stenosis"]),
+                            "percent_equivalent_diameter_stenosis":
+                                float(x.get("percent_equivalent_diameter_stenosis", float("nan"))),
+                            "jet_weight": lesion_jet_weight(x), "q_mm3_s": self.q_mm3_s[x["branch"]],
+                            "dp_pa": dpl, "dp_mmhg": dpl / PA_PER_MMHG, "ffr": float(ffr(dpl, pa_mmhg))})
+        out = {"method": METHOD, "status": "ok", "pa_mmhg": float(pa_mmhg),
+               "q_mm3_s": q, "q_confidence": cq, "branch_flows_mm3_s": self.q_mm3_s,
+               "velocity_mean_mm_s": q / a0, "velocity_max_mm_s": 2 * q / amin, "velocity_confidence": c_flow,
+               "dp_pa": dp, "dp_mmhg": dp / PA_PER_MMHG, "dp_confidence": c_flow,
+               "ffr": float(ffr(dp, pa_mmhg)), "ffr_confidence": c_flow,
+               "dp_section_arcs_mm": [float(v) for v in self.dp_arcs_mm], "lesions": lesions,
+               "transit": tr.to_dict() | {"coverage": coverage, "upstream_weight": self.upstream_weight}}
+        if out["dp_mmhg"] >= pa_mmhg:  # FFR <= 0: no flow could pass; the geometry is wrong, not the patient
+            out["dp_confidence"] = out["ffr_confidence"] = 0.0
+            out["status"] = (f"implausible: ΔP {out['dp_mmhg']:.0f} mmHg is not below Pa = {pa_mmhg:.0f} mmHg "
+                             "(a pinched section, usually a ghost of a young fit); ΔP, FFR confidence 0")
+        return out
+
+
+def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
+                  branches: list | None = None, daughters: Daughters = DAUGHTER_SPLIT) -> LumenFlow:
+    """Flow from a lumen occupancy [X, Y, Z] and the study's frames (module docstring).
+
+    Args:
+        study: the frames (line integrals) the lumen was fitted to.
+        occ: [X, Y, Z] lumen fraction (float 0..1 or uint8 0..255); voxel (i, j, k) at origin_mm +
+            spacing_mm · (i, j, k).
+        branches: the centerline ([P, 4] X, Y, Z, R per branch) if already extracted.
+        daughters: how a junction's daughters share their parent's flow ("murray" or "transit",
+            ``flow.network``).
+
+    Raises:
+        ValueError: when a stage cannot run (no centerline, too short a vessel, no transit fit).
+    """
+    check_daughters("flow_on_lumen", daughters)  # before the seconds of work below
+    if branches is None:
+        branches = extract_centerline(occ, origin_mm, spacing_mm)
+    # stubs: a no-op on extract_centerline's, but centerline.csv files may predate it; then the ghost
+    # tails past the free ends, which would grade as lesions
+    branches = trim_ghost_ends(prune_stubs(branches))
+    areas = section_areas(branches, occ, origin_mm, spacing_mm)
+    curves = time_intensity_curves(study, branches, areas_mm2=areas)
+    if _arrival_slope_s_per_mm(curves) < 0:  # the bolus arrives first at the true inlet
+        if len(branches) == 1:
+            branches = [np.asarray(branches[0])[::-1].copy()]
+        else:
+            branches = trim_ghost_ends(extract_centerline(occ, origin_mm, spacing_mm,
+                                                          inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
+        areas = section_areas(branches, occ, origin_mm, spacing_mm)
+        curves = time_intensity_curves(study, branches, areas_mm2=areas)
+    lesions = grade_stenosis(branches)
+    for x in lesions:  # the grade by section areas gates the jet (lesion_jet_weight)
+        x["percent_equivalent_diameter_stenosis"] = equivalent_stenosis_percent(branches[x["branch"]],
+                                                                                areas[x["branch"]], x)
+    parents, _ = branch_topology(branches)
+    # Q timed upstream of the narrowings with a jet, blended with Q timed on the whole vessel by the
+    # largest weight (flow.lesions)
+    w_up = max((lesion_jet_weight(x) for x in lesions), default=0.0)
+    tr_up = None
+    if w_up > 0:
+        try:
+            jets = [x for x in lesions if lesion_jet_weight(x) > 0]
+            tr_up = fit_transit(upstream_of_lesions(curves, jets, min_percent=YT_MIN_PERCENT))
+        except ValueError:  # too little vessel upstream of the lesion: time the bolus on the whole vessel
+            w_up = 0.0
+    tr_all = fit_transit(curves) if w_up < 1 else None
+    tr = _blend_transit(tr_all, tr_up, w_up)
+    q = np.sum([w * np.asarray(split_flows(t.q_mm3_s, parents, areas, daughters))
+                for w, t in ((1 - w_up, tr_all), (w_up, tr_up)) if w > 0], axis=0).tolist()
+    dom = Domain(np.zeros((0, 3)), np.zeros((0, 3)), [], q, [np.asarray(b, float) for b in branches],
+                 [np.asarray(a, float) for a in areas], parents, occupancy_fraction(occ),
+                 np.asarray(origin_mm, float), float(spacing_mm))
+    b0 = np.asarray(branches[0], float)
+    s = arc_length(b0[:, :3])
+    r_eq = np.sqrt(np.asarray(areas[0]) / math.pi)
+    s0, s1 = 1.5 * r_eq[0], s[-1] - 1.5 * r_eq[-1]
+    if not s1 > s0:
+        raise ValueError(f"branch 0 is too short ({s[-1]:.1f} mm) for a pressure drop between sections "
+                         f"1.5 radii inside its ends")
+    flow = LumenFlow(branches, areas, lesions, tr, dom, {}, (float(s0), float(s1)), float(w_up))
+    flow.dp = flow.dp_at(q[0])
+    return flow
+
+
+def _blend_transit(whole: TransitFit | None, upstream: TransitFit | None, w: float) -> TransitFit:
+    """One TransitFit for Q blended as (1 − w) · ``whole`` + w · ``upstream`` (either may be None where
+    its weight is 0): Q, σ_Q and the residual blend linearly; the bolus and the curve count are those
+    of the fit with the larger weight."""
+    if upstream is None or w <= 0:
+        return whole
+    if whole is None or w >= 1:
+        return upstream
+    mix = lambda a, b: [(1 - w) * x + w * y for x, y in zip(a, b)]  # noqa: E731  (NaN stays NaN)
+    main = upstream if w >= 0.5 else whole
+    return replace(main, q_mm3_s=mix(whole.q_mm3_s, upstream.q_mm3_s),
+                   q_std_mm3_s=mix(whole.q_std_mm3_s, upstream.q_std_mm3_s)
+                   if whole.q_std_mm3_s and upstream.q_std_mm3_s else main.q_std_mm3_s,
+                   rel_residual=(1 - w) * whole.rel_residual + w * upstream.rel_residual)
+
+
+def _arrival_slope_s_per_mm(curves) -> float:
+    """Slope of the bolus arrival time (half-maximum rise) against arc length along branch 0 (s/mm);
+    negative when the contrast enters at the branch's far end."""
+    sel = np.nonzero(curves.branch == 0)[0]
+    if len(sel) < 4:
+        return 0.0
+    arr = []
+    for m in sel:
+        t, y = curves.t_s[m], curves.values[m] - np.min(curves.values[m])
+        arr.append(t[int(np.argmax(y >= 0.5 * y.max()))] if y.max() > 0 else np.nan)
+    arr = np.asarray(arr)
+    ok = np.isfinite(arr)
+    return float(np.polyfit(curves.arc_mm[sel][ok], arr[ok], 1)[0]) if ok.sum() >= 4 else 0.0
