@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def _flow_row(ax, flow: LumenFlow | None, f: dict) -> None:
     if flow is None:
         for a in ax:
             a.axis("off")
-        ax[0].text(0, 1, "no flow estimate:\n" + f.get("status", ""), va="top", fontsize=8, wrap=True)
+        ax[0].text(0, 1, "no flow estimate:\n" + textwrap.fill(f.get("status", ""), 45), va="top", fontsize=8)
         return
     b0 = np.asarray(flow.branches[0], float)
     s0, s1 = flow.dp_arcs_mm

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pinngs._backend import get_C, has_cuda_kernels
+from pinngs.backend import get_C, has_cuda_kernels
 from pinngs.field import covar_and_precision
 from pinngs.geometry import CArmView
 
@@ -49,16 +49,71 @@ def parity_scenes():
     }
 
 
+def stenosed_tube(severity: float = 0.5):
+    """The small stenosed tube of the fit, evaluation and sweep tests: radius 1.2 mm, 14 mm long, a
+    cosine stenosis of ``severity`` (fraction of the diameter) 4 mm long at its middle."""
+    from pinngs.simulate.phantoms import straight_vessel
+
+    return straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=severity, stenosis_length_mm=4.0)
+
+
+def advected_tube(radius_mm: float, q_mm3_s: float, length_mm: float, h_mm: float = 0.15):
+    """A Poiseuille tube along a tilted axis with an exactly advected bolus (c = c_in(t − z/u(r))), the
+    phantom of the online, transit and reconstruct-flow tests. Returns (grid origin [3], spacing h,
+    inside [X, Y, Z] bool, arrival time tau [X, Y, Z] (inf outside), centerline [301, 4] X, Y, Z, R)."""
+    import math
+
+    axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
+    start = -0.5 * length_mm * axis
+    lo = np.minimum(start, -start) - radius_mm - 0.5
+    hi = np.maximum(start, -start) + radius_mm + 0.5
+    shape = tuple(np.ceil((hi - lo) / h_mm).astype(int) + 1)
+    X = np.stack(np.meshgrid(*[lo[k] + h_mm * np.arange(shape[k]) for k in range(3)], indexing="ij"), -1)
+    v = X - start
+    z = v @ axis
+    r = np.linalg.norm(v - z[..., None] * axis, axis=-1)
+    inside = (r < radius_mm) & (z > 0) & (z < length_mm)
+    u = 2 * q_mm3_s / (math.pi * radius_mm ** 2) * (1 - (r / radius_mm) ** 2)
+    tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
+    cl = np.column_stack([start + np.linspace(0, length_mm, 301)[:, None] * axis, np.full(301, radius_mm)])
+    return lo, h_mm, inside, tau, cl
+
+
+def tube_cine_study(radius_mm=1.2, q_mm3_s=300.0, length_mm=20.0, h_mm=0.15, n_t=22, px=96, noise=0.003,
+                    bolus=(0.1, 3.0, 0.2)):
+    """Biplane cine (2 × n_t frames, px², 15 fps) of ``advected_tube``, projected by the simulator's ray
+    marcher (not the rasterizer), small Gaussian noise. Returns (study, truth occupancy, grid origin)."""
+    from pinngs.io.study import Frame, Study
+    from pinngs.laws import gamma_variate
+    from pinngs.simulate.projector import project_volume
+
+    lo, h, inside, tau, _ = advected_tube(radius_mm, q_mm3_s, length_mm, h_mm)
+    views = [CArmView(a, b, rows=px, cols=px, pixel_spacing_mm=(0.45, 0.45)) for a, b in ((-30, 10), (60, -5))]
+    rng = np.random.default_rng(0)
+    frames = []
+    t0, alpha, beta = bolus
+    for t in np.arange(n_t) / 15.0:
+        mu = (0.06 * gamma_variate(t - tau, t0, alpha, beta)).astype(np.float32)
+        for vi, img in enumerate(project_volume(mu, lo, h, views)):
+            frames.append(Frame((img + noise * rng.standard_normal(img.shape)).astype(np.float32), vi, float(t)))
+    return Study(views, frames, "biplane", "line_integral"), inside.astype(np.float32), lo
+
+
+@pytest.fixture(scope="session")
+def tube_cine():
+    """``tube_cine_study()`` once per test session: the online and the reconstruct tests share it."""
+    return tube_cine_study()
+
+
 def stenosed_tube_sweep(n=24, px=96, h=0.15):
     """A rotational sweep of a static, fully opacified 50 % stenosed tube (radius 1.2 mm, 14 mm long):
     n views over 180° of primary angle (secondary 5°), projected by the simulator's ray marcher (not
     the rasterizer). Returns (views, noise-free line integrals [n, px, px], occupancy, grid origin)."""
     import numpy as np
 
-    from pinngs.simulate.phantoms import straight_vessel
     from pinngs.simulate.projector import project_volume
 
-    ph = straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)
+    ph = stenosed_tube(0.5)
     lo, shape = ph.grid(h)
     occ = ph.occupancy(lo, h, shape)
     sp = round(20.0 * 1.5 / px, 4)  # 20 mm field of view at the isocentre

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._backend import get_C
+from ..backend import get_C
 from . import _torch_impl as ref
 
 __all__ = ["VoxelGrid", "project_gaussians", "bin_tiles", "rasterize", "voxelize", "use_kernels"]

@@ -63,9 +63,9 @@ def test_evaluate_truth_against_itself_and_missing_files(tmp_path):
     from pinngs.analysis.centerline import extract_centerline
     from pinngs.analysis.stenosis import grade_stenosis
     from pinngs.io.exports import write_centerline_csv
-    from pinngs.simulate.phantoms import straight_vessel
+    from conftest import stenosed_tube
 
-    ph = straight_vessel("s", radius_mm=1.2, length_mm=14.0, severity=0.5, stenosis_length_mm=4.0)
+    ph = stenosed_tube(0.5)
     h = 0.1
     lo, shape = ph.grid(h)
     occ = ph.occupancy(lo, h, shape)

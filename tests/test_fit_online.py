@@ -16,40 +16,18 @@ import pytest
 import torch
 
 from pinngs.geometry import CArmView
-from pinngs.io.study import Frame, Study, save_study
+from pinngs.io.study import Study, save_study
 from pinngs.fit.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
 from pinngs.fit.batch import FitConfig
-from pinngs.simulate.projector import project_volume
-from pinngs.laws import gamma_variate
 
-BOLUS = dict(t0_s=0.1, alpha=3.0, beta_s=0.2)
-R_MM, Q_MM3_S, L_MM, H_MM = 1.2, 300.0, 20.0, 0.15
+R_MM, Q_MM3_S, H_MM = 1.2, 300.0, 0.15  # the tube of conftest.tube_cine_study: radius, flow, grid
 
 
 @pytest.fixture(scope="module")
-def cine():
+def cine(tube_cine):
     """Biplane cine (2 x 22 frames, 96², 15 fps) of a tilted tube, contrast c = c_in(t − z/u(r)),
-    small Gaussian noise; returns (study, truth occupancy, grid origin)."""
-    axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
-    start = -0.5 * L_MM * axis
-    lo = np.minimum(start, -start) - R_MM - 0.5
-    hi = np.maximum(start, -start) + R_MM + 0.5
-    shape = tuple(np.ceil((hi - lo) / H_MM).astype(int) + 1)
-    X = np.stack(np.meshgrid(*[lo[k] + H_MM * np.arange(shape[k]) for k in range(3)], indexing="ij"), -1)
-    v = X - start
-    z = v @ axis
-    r = np.linalg.norm(v - z[..., None] * axis, axis=-1)
-    inside = (r < R_MM) & (z > 0) & (z < L_MM)
-    u = 2 * Q_MM3_S / (math.pi * R_MM ** 2) * (1 - (r / R_MM) ** 2)
-    tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
-    views = [CArmView(a, b, rows=96, cols=96, pixel_spacing_mm=(0.45, 0.45)) for a, b in ((-30, 10), (60, -5))]
-    rng = np.random.default_rng(0)
-    frames = []
-    for t in np.arange(22) / 15.0:
-        mu = (0.06 * gamma_variate(t - tau, **BOLUS)).astype(np.float32)
-        for vi, img in enumerate(project_volume(mu, lo, H_MM, views)):
-            frames.append(Frame((img + 0.003 * rng.standard_normal(img.shape)).astype(np.float32), vi, float(t)))
-    return Study(views, frames, "biplane", "line_integral"), inside.astype(np.float32), lo
+    small Gaussian noise (``conftest.tube_cine_study``); returns (study, truth occupancy, grid origin)."""
+    return tube_cine
 
 
 @pytest.fixture(scope="module")
@@ -431,117 +409,6 @@ def test_a_rotational_sweep_steps_through_the_whole_arc(monkeypatch):
     assert f.opt.param_groups[0]["lr"] == pytest.approx(c.fit.lr_means * rot, rel=1e-9)
 
 
-def test_a_narrowing_fades_in_as_a_lesion_with_a_jet():
-    """jet_weight is 0 under 30 %, 1 from 40 %, linear between; ΔP across a graded narrowing is
-    continuous in its grade (it was switched at 30 %: Young-Tsai on, the Poiseuille integral off)."""
-    from pinngs.flow.lesions import jet_weight, lesion_dp, YT_FULL_PERCENT
-    from pinngs.flow.lesions import YT_MIN_PERCENT
-    from pinngs.laws import young_tsai_dp_pa
-
-    assert [jet_weight(p) for p in (0.0, 29.9, 30.0, 35.0, 40.0, 70.0)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
-    assert (YT_MIN_PERCENT, YT_FULL_PERCENT) == (30.0, 40.0)
-    s = np.linspace(0, 30, 301)
-    r = 1.5 * (1 - 0.3 * np.exp(-((s - 15) / 2.0) ** 2))  # a 30 % narrowing at 15 mm
-    br = np.column_stack([np.zeros_like(s), np.zeros_like(s), s, r])
-    A = math.pi * r ** 2
-
-    def les(pct):
-        return dict(branch=0, arc_in_branch_mm=15.0, arc_from_inlet_mm=15.0, start_arc_mm=13.0, end_arc_mm=17.0,
-                    d_ref_mm=3.0, d_min_mm=3.0 * (1 - pct / 100), length_mm=4.0, percent_diameter_stenosis=pct)
-
-    dp = {p: lesion_dp(br, A, 1000.0, [les(p)], 5.0, 25.0)["dp_pa"] for p in (29.99, 30.01, 35.0, 40.0, 45.0)}
-    poiseuille = lesion_dp(br, A, 1000.0, [], 5.0, 25.0)["dp_pa"]
-    assert dp[29.99] == pytest.approx(poiseuille, rel=1e-9)
-    assert dp[30.01] == pytest.approx(dp[29.99], rel=2e-3)  # no jump at the threshold
-    # from 40 % on: Young-Tsai across the lesion, Poiseuille elsewhere
-    outside = lesion_dp(br, A, 1000.0, [dict(les(45.0), weight=1.0)], 5.0, 25.0)["viscous_pa"]
-    assert dp[45.0] == pytest.approx(outside + float(young_tsai_dp_pa(1000.0, 1.5, 1.5 * 0.55, 4.0)), rel=1e-9)
-    # in between: halfway at 35 % between the Poiseuille integral and the full law at that grade
-    yt35 = lesion_dp(br, A, 1000.0, [dict(les(35.0), percent_diameter_stenosis=40.0)], 5.0, 25.0)["dp_pa"]
-    assert dp[35.0] == pytest.approx(0.5 * (poiseuille + yt35), rel=1e-9)
-
-
-def test_a_flattened_section_with_its_area_intact_has_no_jet():
-    """The jet weight takes the milder of the inscribed-sphere grade and the section-area grade: a 40 %
-    dip of the inscribed radius whose areas stay round-vessel (a flattened section) costs Poiseuille
-    only; the same dip in the areas too is a 40 % lesion with Young-Tsai in full."""
-    from pinngs.flow.lesions import equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
-    from pinngs.analysis.stenosis import grade_stenosis
-
-    s = np.linspace(0, 40, 401)
-    dip = 1 - 0.4 * np.exp(-((s - 20) / 2.0) ** 2)  # 40 % diameter at 20 mm
-    r_in = 1.5 * dip
-    br = np.column_stack([np.zeros_like(s), np.zeros_like(s), s, r_in])
-    (les,) = grade_stenosis([br])
-    assert les["percent_diameter_stenosis"] == pytest.approx(40.0, abs=0.5)
-    flat = np.full_like(s, math.pi * 1.5 ** 2)  # the flow's area does not narrow
-    mild = math.pi * (1.5 * (1 - 0.1 * np.exp(-((s - 20) / 2.0) ** 2))) ** 2  # ... or by 10 % in diameter
-    real = math.pi * r_in ** 2
-    assert equivalent_stenosis_percent(br, flat, les) == pytest.approx(0.0, abs=0.1)
-    assert equivalent_stenosis_percent(br, mild, les) == pytest.approx(10.0, abs=0.5)
-    assert equivalent_stenosis_percent(br, real, les) == pytest.approx(40.0, abs=1.0)
-    for areas, w in ((flat, 0.0), (mild, 0.0), (real, 1.0)):
-        x = dict(les, percent_equivalent_diameter_stenosis=equivalent_stenosis_percent(br, areas, les))
-        assert lesion_jet_weight(x) == pytest.approx(w, abs=0.05)
-    # without the area grade (a caller's own lesion dicts), or NaN, the inscribed grade alone decides
-    assert lesion_jet_weight(les) == pytest.approx(1.0, abs=0.05)
-    assert lesion_jet_weight(dict(les, percent_equivalent_diameter_stenosis=float("nan"))) == lesion_jet_weight(les)
-    # ΔP: the flattened section is the Poiseuille integral of its (round) areas, no Young-Tsai
-    x = dict(les, percent_equivalent_diameter_stenosis=equivalent_stenosis_percent(br, flat, les))
-    assert lesion_dp(br, flat, 1000.0, [x], 5.0, 35.0)["dp_pa"] == pytest.approx(
-        lesion_dp(br, flat, 1000.0, [], 5.0, 35.0)["dp_pa"], rel=1e-9)
-    # no reference window (a lesion spanning the branch): NaN, not a guess
-    wide = dict(les, start_arc_mm=0.0, end_arc_mm=40.0)
-    assert math.isnan(equivalent_stenosis_percent(br, real, wide))
-
-
-def test_transit_fits_blend_by_the_upstream_weight():
-    from pinngs.flow.transit import TransitFit
-    from pinngs.flow.estimate import _blend_transit
-
-    whole = TransitFit([800.0, 300.0], dict(t0_s=0.1, alpha=3.0, beta_s=0.2), "laminar", 0.10, 120, [], [40.0, 20.0])
-    up = TransitFit([1000.0, float("nan")], dict(t0_s=0.2, alpha=2.0, beta_s=0.3), "laminar", 0.20, 60, [], [80.0, 1.0])
-    assert _blend_transit(whole, None, 0.0) is whole and _blend_transit(whole, up, 0.0) is whole
-    assert _blend_transit(None, up, 1.0) is up
-    m = _blend_transit(whole, up, 0.25)
-    assert m.q_mm3_s[0] == pytest.approx(850.0) and math.isnan(m.q_mm3_s[1])
-    assert m.q_std_mm3_s[0] == pytest.approx(50.0) and m.rel_residual == pytest.approx(0.125)
-    assert m.bolus == whole.bolus and m.n_curves == 120
-    assert _blend_transit(whole, up, 0.75).bolus == up.bolus
-
-
-def test_daughters_share_their_parents_flow_by_murrays_law():
-    """split_flows: a Y (root 0, daughters 1 and 2, a grand-daughter 3 of daughter 2) whose daughters
-    were timed over their parent, as the laminar transit model times a bifurcation's short daughters
-    (pinngs.fit.online.DAUGHTER_SPLIT): "murray" keeps the root's Q, ignores the daughters' and splits by
-    r³ so that each junction conserves mass; "transit" keeps the old rule (a daughter over its parent
-    is treated as missing)."""
-    from pinngs.flow.network import split_flows
-
-    r = [1.6, 1.4, 1.1, 0.9]
-    areas = [np.full(20, math.pi * x ** 2) for x in r]
-    parents = [-1, 0, 0, 2]
-    q = split_flows([1000.0, 1070.0, 450.0, 200.0], parents, areas)
-    w1 = 1.4 ** 3 / (1.4 ** 3 + 1.1 ** 3)
-    assert q == pytest.approx([1000.0, 1000.0 * w1, 1000.0 * (1 - w1), 1000.0 * (1 - w1)])
-    assert q[1] + q[2] == pytest.approx(q[0])  # mass is conserved at the junction
-    assert split_flows([1000.0, float("nan"), float("nan"), float("nan")], parents, areas) == pytest.approx(q)
-    # the measured rule: daughter 1 (1070 > 1000) is missing and gets the rest, 1000 - 450
-    assert split_flows([1000.0, 1070.0, 450.0, 200.0], parents, areas, "transit") == pytest.approx(
-        [1000.0, 550.0, 450.0, 200.0])
-    # a second root (a disconnected piece) keeps its own transit Q under either rule
-    assert split_flows([1000.0, 300.0], [-1, -1], areas[:2]) == pytest.approx([1000.0, 300.0])
-    with pytest.raises(ValueError, match="daughters must be 'murray' or 'transit'"):
-        split_flows([1000.0], [-1], areas[:1], "poiseuille")
-    with pytest.raises(ValueError, match="one entry per branch"):
-        split_flows([1000.0, 1.0], [-1], areas[:1])
-    # flow_on_lumen refuses a bad rule before any work (no study or lumen is looked at)
-    from pinngs.flow.estimate import flow_on_lumen
-
-    with pytest.raises(ValueError, match="flow_on_lumen: daughters must be 'murray' or 'transit'"):
-        flow_on_lumen(None, np.zeros((2, 2, 2)), (0.0, 0.0, 0.0), 0.1, daughters="Murray")
-
-
 def test_the_running_average_is_the_plain_mean_until_it_spans_its_window():
     """After a restart the outputs' average is the mean of the iterates (not weighted d^n towards the
     restart point) until it spans ema_frames x the steps per frame; then it decays by 1 - 1/window."""
@@ -618,21 +485,3 @@ def test_the_round_vessel_prior_reaches_the_initialisation(cine, monkeypatch):
     print(f"\nGaussians after 16 frames: even hull {even}, disc-weighted {disc}")
     assert disc < 0.9 * even
     assert OnlineConfig().fit.init_disc_window_mm == 3.0  # on by default (module docstring, Initialise)
-
-
-def test_lumen_flow_dp_at_is_poiseuille_on_a_straight_tube_and_linear_in_q():
-    # a straight tube R 1.5 mm without lesions: dp_at(Q) is Hagen-Poiseuille 8 μ L Q / (π R⁴) between
-    # the flow's dp_arcs_mm, whatever Q is asked; a bad Q is refused
-    from pinngs.flow.estimate import LumenFlow
-    from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD
-
-    z = np.arange(0.0, 40.0 + 1e-9, 0.1)
-    b = np.column_stack([np.zeros_like(z), np.zeros_like(z), z, np.full_like(z, 1.5)])
-    area = np.full(len(z), math.pi * 1.5 ** 2)
-    fl = LumenFlow([b], [area], [], None, None, {}, (2.25, 37.75))
-    for q in (500.0, 1000.0, 2000.0):
-        want = 8 * MU_BLOOD * (37.75 - 2.25) * q / (math.pi * 1.5 ** 4)
-        assert fl.dp_at(q)["dp_pa"] == pytest.approx(want, rel=1e-3)
-    for bad in (0.0, -5.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="dp_at: the flow rate"):
-            fl.dp_at(bad)

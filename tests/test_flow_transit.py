@@ -81,22 +81,9 @@ def test_fit_rejects_bad_input():
 def _tube():
     """A Poiseuille tube (R 1.5 mm, Q 1000 mm³/s, 30 mm) along a tilted axis on a 0.15 mm grid:
     (grid origin, spacing, inside [X, Y, Z], arrival time tau = z / u(r) (inf outside), centerline, Q)."""
-    R, q, L = 1.5, 1000.0, 30.0
-    h = 0.15
-    axis = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
-    start = -0.5 * L * axis
-    lo = np.minimum(start, -start) - R - 0.5
-    hi = np.maximum(start, -start) + R + 0.5
-    shape = tuple(np.ceil((hi - lo) / h).astype(int) + 1)
-    X = np.stack(np.meshgrid(*[lo[k] + h * np.arange(shape[k]) for k in range(3)], indexing="ij"), -1)
-    v = X - start
-    z = v @ axis
-    r = np.linalg.norm(v - z[..., None] * axis, axis=-1)
-    inside = (r < R) & (z > 0) & (z < L)
-    u = 2 * q / (math.pi * R ** 2) * (1 - (r / R) ** 2)
-    tau = np.where(inside, z / np.maximum(u, 1e-6), np.inf)
-    cl = np.column_stack([start + np.linspace(0, L, 301)[:, None] * axis, np.full(301, R)])
-    return lo, h, inside, tau, cl, q
+    from conftest import advected_tube
+
+    return (*advected_tube(1.5, 1000.0, 30.0, 0.15), 1000.0)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +24,10 @@ H = 0.15  # phantom grid (mm)
 
 
 def _small_study(n_views: int = 4, px: int = 96, severity: float = 0.5, noise: float = 0.0, frames: int = 1):
-    from pinngs.simulate.phantoms import straight_vessel
+    from conftest import stenosed_tube
     from pinngs.simulate.projector import project_volume
 
-    ph = straight_vessel("t", radius_mm=1.2, length_mm=14.0, severity=severity, stenosis_length_mm=4.0)
+    ph = stenosed_tube(severity)
     lo, shape = ph.grid(H)
     occ = ph.occupancy(lo, H, shape)
     angles = [(-45.0, 20.0), (-10.0, -15.0), (30.0, 25.0), (70.0, 0.0)][:n_views]

@@ -1,0 +1,109 @@
+"""The batch pipeline (pinngs.reconstruct) writes the flow estimate: the same numbers the online
+fitter's estimate gives on the same lumen, a clear line where flow cannot be computed, and nothing
+but geometry with --no-flow."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import pinngs.reconstruct as rc
+from pinngs.fit.batch import FitConfig
+from pinngs.fit.online import OnlineFitter
+from pinngs.io.study import Frame, Study, save_study
+
+FAST = FitConfig(iters=150, densify_every=60, densify_until=120, checkpoint_every=50)
+Q_TRUE = 300.0  # conftest.tube_cine_study's flow rate (mm³/s)
+
+
+@pytest.fixture(scope="module")
+def recon(tube_cine, tmp_path_factory):
+    """`reconstruct` of the biplane tube cine, with the arguments its flow estimate was given."""
+    study, _, _ = tube_cine
+    d = tmp_path_factory.mktemp("recon")
+    save_study(study, d / "study")
+    seen = {}
+    real = rc.flow_on_lumen
+
+    def spy(st, occ, origin, spacing, **kw):
+        seen.update(study=st, occ=occ, origin=origin, spacing=spacing)
+        return real(st, occ, origin, spacing, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(rc, "flow_on_lumen", spy)
+    try:
+        s = rc.reconstruct(d / "study", d / "out", FAST, progress=False)
+    finally:
+        mp.undo()
+    return s, d / "out", seen
+
+
+def test_reconstruct_writes_q_dp_and_ffr(recon):
+    s, out, _ = recon
+    f = s["flow"]
+    assert f["method"] == "reduced" and f["status"] == "ok"
+    assert json.loads((out / "summary.json").read_text())["flow"] == json.loads(json.dumps(f))
+    # an exactly advected bolus on a 150-step biplane fit of 96² frames: measured 269.7 mm³/s (−10 %)
+    assert f["q_mm3_s"] == pytest.approx(Q_TRUE, rel=0.15)
+    # a straight tube: the pressure drop is the viscous one, FFR just under 1
+    assert 0 < f["dp_pa"] < 200 and 0.98 < f["ffr"] < 1.0
+    md = (out / "report.md").read_text()
+    assert "## Flow" in md and f"{f['q_mm3_s']:.0f} mm³/s" in md and f"FFR {f['ffr']:.3f}" in md
+    z = np.load(out / "flow.npz")
+    v, p = z["velocity_mm_s"], z["pressure_pa"]
+    assert v.shape == p.shape + (3,) and float(z["spacing_mm"]) == pytest.approx(0.2)
+    inside = np.isfinite(p)
+    assert inside.sum() > 100 and np.all(v[~inside] == 0)
+    # the peak speed of the field is the centre line's 2 Q / A of the narrowest section
+    assert np.linalg.norm(v, axis=-1).max() <= 1.01 * f["velocity_max_mm_s"]
+
+
+def test_reconstruct_flow_equals_the_online_estimate_on_the_same_lumen(recon):
+    """Both callers run flow.estimate: an OnlineFitter whose lumen and frames are the batch's gives
+    the same Q, ΔP, FFR and confidences to the last digit."""
+    s, _, seen = recon
+    f = OnlineFitter()
+    f.field = [None] * s["n_gaussians"]  # "has geometry": the lumen and study below stand in for the fit
+    f.lumen = lambda: (seen["occ"], seen["origin"], 0.0)
+    f.study = lambda: seen["study"]
+    f.data_residual = lambda: s["fit"]["data_rel_l2"]
+    f.frame_t_s = [fr.t_s for fr in seen["study"].frames]
+    f.images = [None] * len(f.frame_t_s)
+    assert f.config.lumen_mm == seen["spacing"]
+    est = f.estimate()
+    fl = s["flow"]
+    assert est.status == fl["status"] == "ok"
+    for k in ("q_mm3_s", "dp_pa", "ffr", "q_confidence", "dp_confidence", "velocity_mean_mm_s", "velocity_max_mm_s"):
+        assert getattr(est, k) == fl[k], k
+    assert est.lesions == fl["lesions"]
+
+
+def test_no_flow_writes_the_geometry_only(tube_cine, tmp_path):
+    study, _, _ = tube_cine
+    save_study(study, tmp_path / "study")
+    s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=20), flow="none", progress=False)
+    assert s["flow"]["method"] is None and "not requested" in s["flow"]["status"]
+    assert not (tmp_path / "out" / "flow.npz").exists()
+    assert "No flow estimate" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(rc.ReconstructError, match="flow must be one of"):
+        rc.reconstruct(tmp_path / "study", tmp_path / "out2", flow="pinn-magic")
+
+
+def test_a_flow_that_cannot_be_computed_is_a_line_and_the_geometry_is_written(tube_cine, tmp_path):
+    """One static frame per view: no bolus passes, so there is no transit to time. The summary and the
+    report say why; the geometry is complete."""
+    study, _, _ = tube_cine
+    last = {fr.view: fr for fr in study.frames}  # the last (filled) frame of each view
+    static = Study(study.views, [Frame(fr.image, fr.view, 0.0) for fr in last.values()], "biplane", "line_integral")
+    save_study(static, tmp_path / "study")
+    s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=60), progress=False)
+    f = s["flow"]
+    assert f["method"] is None and f["status"].startswith("not available: ")
+    assert len(f["status"]) > len("not available: ") + 10  # the reason, not just the label
+    for name in ("gaussians.npz", "lumen.npz", "lumen.stl", "centerline.csv", "report.md", "report.png"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert not (tmp_path / "out" / "flow.npz").exists()
+    assert "No flow estimate: not available" in (tmp_path / "out" / "report.md").read_text()
+    assert math.isfinite(s["lumen_volume_mm3"]) and s["lumen_volume_mm3"] > 0
