@@ -49,31 +49,31 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_rasterizer.py
+	$(PY) -m benchmarks.bench_rasterizer
 
 bench-quick: $(STAMP)
-	$(PY) benchmarks/bench_rasterizer.py --quick
+	$(PY) -m benchmarks.bench_rasterizer --quick
 
 bench-simulate: $(STAMP)
-	$(PY) benchmarks/bench_simulate.py
+	$(PY) -m benchmarks.bench_simulate
 
 bench-reconstruct: $(STAMP)
-	$(PY) benchmarks/bench_reconstruct.py
+	$(PY) -m benchmarks.bench_reconstruct
 
 # uses the reconstructions bench-reconstruct leaves in benchmarks/.cache (runs them if missing)
 bench-flow: $(STAMP)
-	$(PY) benchmarks/bench_flow.py
+	$(PY) -m benchmarks.bench_flow
 
 bench-online: $(STAMP)
-	$(PY) benchmarks/bench_online.py
+	$(PY) -m benchmarks.bench_online
 
 # CFD comparison (issue 6): references (analytic / scikit-fem with mesh convergence), pinngs on
 # simulated DSA at 2 and 4 views, Young-Tsai -> benchmarks/results/cfd/ (quick: results/cfd/quick/)
 bench-cfd-quick: $(STAMP)
-	$(PY) benchmarks/cfd/run.py --quick
+	$(PY) -m benchmarks.cfd.run --quick
 
 bench-cfd: $(STAMP)
-	$(PY) benchmarks/cfd/run.py --full
+	$(PY) -m benchmarks.cfd.run --full
 
 clean:
 	rm -rf build *.egg-info pinngs/_C*.so out

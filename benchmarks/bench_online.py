@@ -1,6 +1,6 @@
 """Online fitting: each simulator preset replayed frame by frame through ``OnlineFitter.add_frame``.
 
-    python benchmarks/bench_online.py [--quick] [--presets a b ...] [--budget-s 0.35] [--batch-seeds 3]
+    python -m benchmarks.bench_online [--quick] [--presets a b ...] [--budget-s 0.35] [--batch-seeds 3]
                                       [--online-seeds 3] [--cache DIR]
 
 Per preset (studies from `pinngs simulate PRESET --seed 0` and batch results from `pinngs
@@ -42,7 +42,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -50,58 +49,18 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from benchmarks.common import CACHE, RESULTS, Truth, cpu_name, flow_on_reconstruction, load_average, preset_case
+
 P95_TARGET_S = 0.5
 REL_TARGET = 0.10
 BIPLANE = ("tube-biplane", "stenosis50-biplane", "curved-biplane")
 QUICK = ["stenosis50-biplane"]
 
-sys.path.insert(0, str(HERE))
-from bench_flow import _cpu_name  # noqa: E402  (one machine-name reader for all benchmarks)
-
-
-def _load() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
 
 
 def _ensure(name: str, cache: Path, seed: int = 0) -> tuple[Path, Path]:
     """(study, batch reconstruction) of a preset: simulated with seed 0, reconstructed with ``seed``."""
-    sim, rec = cache / "sim" / name, cache / "recon" / (name if seed == 0 else f"{name}-seed{seed}")
-    if not (sim / "truth" / "truth.json").exists():
-        subprocess.run([sys.executable, "-m", "pinngs.cli", "simulate", name, "-o", str(sim), "--seed", "0",
-                        "--overwrite"], check=True, capture_output=True)
-    if not (rec / "summary.json").exists():
-        subprocess.run([sys.executable, "-m", "pinngs.cli", "reconstruct", str(sim), "-o", str(rec), "--overwrite",
-                        "--seed", str(seed)], check=True, capture_output=True)
-    return sim, rec
-
-
-class Truth:
-    """The simulator's lumen and velocity, and the metrics of a (lumen, flow) pair against them."""
-
-    def __init__(self, sim: Path) -> None:
-        from pinngs.analysis.surface import occupancy_fraction
-
-        z = np.load(sim / "truth" / "lumen.npz")
-        self.occ, self.origin = occupancy_fraction(z["occupancy"]), np.asarray(z["origin_mm"], float).reshape(3)
-        self.h = float(np.asarray(z["spacing_mm"]).flat[0])
-        F = np.load(sim / "truth" / "flow.npz")
-        V, fo, fh = F["velocity_mm_s"], F["origin_mm"], float(F["spacing_mm"])
-        idx = np.argwhere(np.linalg.norm(V, axis=-1) > 0)
-        self.pts, self.vel = fo + fh * idx, V[tuple(idx.T)]
-        self.doc = json.loads((sim / "truth" / "truth.json").read_text())
-
-    def dice(self, occ, origin, h) -> float:
-        from pinngs.analysis.evaluate import dice, resample_to
-
-        return float(dice(resample_to(occ, np.asarray(origin, float), h, self.origin, self.h, self.occ.shape), self.occ))
-
-    def vel_rel_l2(self, u: np.ndarray) -> float:
-        return float(np.linalg.norm(u - self.vel) / np.linalg.norm(self.vel))
+    return preset_case(name, cache, seed)
 
 
 def _flow_metrics(flow, truth: Truth) -> dict:
@@ -112,8 +71,6 @@ def _flow_metrics(flow, truth: Truth) -> dict:
 
 def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None]:
     """Dice, Q, ΔP and velocity of the flow method on one `pinngs reconstruct` output."""
-    from pinngs.flow.estimate import flow_on_lumen
-    from pinngs.io.exports import read_centerline_csv
     from pinngs.analysis.surface import occupancy_fraction
 
     t0 = time.perf_counter()
@@ -121,7 +78,7 @@ def _batch_flow(study, rec: Path, truth: Truth) -> tuple[dict, np.ndarray | None
     occ, origin, h = occupancy_fraction(z["occupancy"]), z["origin_mm"], float(z["spacing_mm"])
     out, u = {"dice": truth.dice(occ, origin, h)}, None
     try:
-        m, u = _flow_metrics(flow_on_lumen(study, occ, origin, h, read_centerline_csv(rec / "centerline.csv")), truth)
+        m, u = _flow_metrics(flow_on_reconstruction(study, rec), truth)
         out.update(m)
     except Exception as e:  # noqa: BLE001 - reported in the row
         out["flow_error"] = f"{type(e).__name__}: {e}"
@@ -335,7 +292,7 @@ def main() -> None:
                     help="FitConfig.init_disc_window_mm of the online fit: the round-vessel prior (0: off; default: "
                          "the config's). The batch reference keeps `pinngs reconstruct`'s default")
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
-    ap.add_argument("--cache", default=str(HERE / ".cache"))
+    ap.add_argument("--cache", default=str(CACHE))
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
     ap.add_argument("--online-seeds", type=int, default=None,
                     help="online replays per preset, OnlineConfig seeds 0..N-1 (the first is the issue's row; "
@@ -360,7 +317,7 @@ def main() -> None:
     from pinngs.fit.batch import resolve_threads
 
     n_threads = resolve_threads(OnlineConfig().threads if args.threads is None else args.threads)
-    load0 = _load()
+    load0 = load_average()
     rows = []
     for name in presets:
         t0 = time.perf_counter()
@@ -373,8 +330,8 @@ def main() -> None:
         r = rows[-1]
         brief = {k: r.get(k) for k in ("preset", "latency", "final", "batch", "targets", "error")}
         print(json.dumps(brief, default=float)[:1500], flush=True)
-    meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
-                load_avg_start=load0, load_avg_end=_load(), budget_s=args.budget_s, threads=n_threads,
+    meta = dict(machine=cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
+                load_avg_start=load0, load_avg_end=load_average(), budget_s=args.budget_s, threads=n_threads,
                 init_disc_window_mm=(OnlineConfig().fit.init_disc_window_mm if args.disc_window_mm is None
                                      else args.disc_window_mm),
                 command=" ".join(["python", *sys.argv]),

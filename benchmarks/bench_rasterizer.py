@@ -1,7 +1,7 @@
 """Rasterizer benchmark: the C++ kernel and the torch twin side by side, in one run.
 
-    python benchmarks/bench_rasterizer.py            # full: N in {1e3, 1e4, 1e5}, 256² and 512²
-    python benchmarks/bench_rasterizer.py --quick    # CI-sized subset
+    python -m benchmarks.bench_rasterizer            # full: N in {1e3, 1e4, 1e5}, 256² and 512²
+    python -m benchmarks.bench_rasterizer --quick    # CI-sized subset
 
 Scenes: random_vessel_cloud (σ 0.2-1.5 mm, up to 4:1, along curved segments in an 80 mm box),
 4 views, detector spanning ~100 mm at the isocentre. Each case runs in its own subprocess so its
@@ -19,9 +19,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import RESULTS, ROOT, cpu_name
 
 
 def rss_mib() -> float:
@@ -79,14 +78,7 @@ def run_case(impl: str, n: int, size: int, mode: str, repeats: int) -> dict:
 def machine() -> dict:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
                 python=platform.python_version(), gpu=gpu)
@@ -113,8 +105,8 @@ def main() -> None:
 
     for impl, n, s in tqdm(cases, desc="benchmark cases"):
         for mode in ("fwd", "fwd+bwd"):
-            out = subprocess.run([sys.executable, __file__, "--case", impl, str(n), str(s), mode],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_rasterizer", "--case", impl, str(n), str(s),
+                                  mode], capture_output=True, text=True, check=True, cwd=ROOT)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mach = machine()
     ratios = []
@@ -134,7 +126,7 @@ def main() -> None:
     lines = [f"# Rasterizer benchmark{' (quick)' if args.quick else ''}", "",
              f"Machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']} ({mach['torch_threads']} threads), "
              f"Python {mach['python']}, GPU: {mach['gpu'] or 'none'}.", "",
-             "Command: `python benchmarks/bench_rasterizer.py" + (" --quick" if args.quick else "") + "`. "
+             "Command: `python -m benchmarks.bench_rasterizer" + (" --quick" if args.quick else "") + "`. "
              "4 views; times are medians (kernel: 3 runs, twin: 1). Pairs: kernel = pixel-Gaussian pairs inside "
              "the 5σ rectangles; twin = every pair (dense N·V·H·W). Peak MiB = peak RSS above the process state "
              "just before the op; 'dense' = what one float32 [N, V, H, W] tensor would take.", "",

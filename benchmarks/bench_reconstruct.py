@@ -1,11 +1,11 @@
 """Batch reconstruction of every simulator preset: accuracy against truth and wall time.
 
-    python benchmarks/bench_reconstruct.py [--presets a b ...] [--iters N] [--cache DIR]
+    python -m benchmarks.bench_reconstruct [--presets a b ...] [--iters N] [--cache DIR]
 
 For each preset: `pinngs simulate PRESET --seed 0` (cached in --cache, default
 benchmarks/.cache/sim, so reruns skip it), then `pinngs reconstruct` timed end to end in its own
 process (that is the wall time quoted: fit, lumen, surface, centerline, grading, report), then
-`pinngs.recon.evaluate`. Writes benchmarks/results/reconstruct.json and reconstruct.md with the
+`pinngs.analysis.evaluate`. Writes benchmarks/results/reconstruct.json and reconstruct.md with the
 issue's targets next to each figure.
 """
 from __future__ import annotations
@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from benchmarks.common import CACHE, RESULTS, cpu_name
 
 # the issue's targets: preset -> {metric: (op, value)}
 FOUR_VIEW = {"dice": (">=", 0.90), "chamfer_mm": ("<=", 0.15), "radius_mae_mm": ("<=", 0.10),
@@ -50,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", nargs="*", default=list(PRESETS))
     ap.add_argument("--iters", type=int, default=None, help="fit steps (default: FitConfig.iters)")
-    ap.add_argument("--cache", default=str(HERE / ".cache" / "sim"))
+    ap.add_argument("--cache", default=str(CACHE / "sim"))
     ap.add_argument("--tag", default="", help="suffix for the result files (e.g. _quick)")
     args = ap.parse_args()
     cache = Path(args.cache)
@@ -87,7 +86,7 @@ def main() -> None:
         row["wall_within_budget"] = wall <= WALL_BUDGET_S
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("preset", "wall_s")} | {"metrics": m}, default=float), flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     mach = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"reconstruct{args.tag}.json").write_text(json.dumps(
@@ -98,7 +97,7 @@ def main() -> None:
             ("centerline_rmse_mm", "CL RMSE mm", "{:.3f}"), ("stenosis_error_points", "% sten. err", "{:.1f}")]
     lines = ["# Reconstruction benchmark", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, Python {mach['python']}. Command: "
-             f"`python benchmarks/bench_reconstruct.py{' --iters ' + str(args.iters) if args.iters else ''}`. "
+             f"`python -m benchmarks.bench_reconstruct{' --iters ' + str(args.iters) if args.iters else ''}`. "
              f"Wall time = the whole `pinngs reconstruct` process (budget {WALL_BUDGET_S:.0f} s). "
              "A figure in **bold** misses the issue's target for that preset; targets are listed below the table.", "",
              "| preset | views | " + " | ".join(c[1] for c in cols) + " | Gaussians | wall s |",

@@ -1,6 +1,6 @@
 """Simulation time of every preset on this machine (issue: each ≤ 5 min on the 2-core CPU).
 
-    python benchmarks/bench_simulate.py [--presets a b ...]
+    python -m benchmarks.bench_simulate [--presets a b ...]
 
 Each preset runs `pinngs simulate PRESET -o TMP --seed 0` in its own process (so warp's kernel
 compilation cache is warm after the first, as it is for a user), timed end to end including writing
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import RESULTS, cpu_name
 BUDGET_S = 300.0
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other presets' rows of the existing results (each row names its machine)")
     args = ap.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     old = []
     if args.merge and (RESULTS / "simulate.json").exists():
         prev = json.loads((RESULTS / "simulate.json").read_text())
@@ -61,7 +61,7 @@ def main() -> None:
     (RESULTS / "simulate.json").write_text(json.dumps(dict(benchmark="simulate", machine=mach, budget_s=BUDGET_S,
                                                            rows=rows), indent=2))
     lines = ["# Simulation benchmark", "", f"Machine: {cpu}, {os.cpu_count()} cores, Python {mach['python']}. "
-             f"Command: `python benchmarks/bench_simulate.py`. Budget: {BUDGET_S:.0f} s per preset. "
+             f"Command: `python -m benchmarks.bench_simulate`. Budget: {BUDGET_S:.0f} s per preset. "
              "Rows rerun alone (`--merge`) name their own machine.", "",
              "| preset | mode | frames | flow model | ΔP (mmHg) | lumen grid (0.1 mm) | time (s) | ≤ budget | output MiB | machine |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -2,18 +2,12 @@
 registry, the references' plumbing and the table. Units: mm, s, g; pressure in Pa."""
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.cfd import cases as C  # noqa: E402
-from benchmarks.cfd import metrics  # noqa: E402
+from benchmarks.cfd import cases as C
+from benchmarks.cfd import metrics
 
 
 # ----------------------------------------------------------------------------------------------

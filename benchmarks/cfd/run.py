@@ -1,12 +1,12 @@
 """CFD comparison benchmark (issue 6): pinngs against analytic solutions and reference CFD.
 
-    python benchmarks/cfd/run.py --quick          # CI subset (≤ 15 min on a 2-core CPU) -> results/cfd/quick/
-    python benchmarks/cfd/run.py --full           # every case, pinngs at 2 and 4 views
-    python benchmarks/cfd/run.py --full --cases stenosis70 bifurcation --merge   # some cases, merged
+    python -m benchmarks.cfd.run --quick          # CI subset (≤ 15 min on a 2-core CPU) -> results/cfd/quick/
+    python -m benchmarks.cfd.run --full           # every case, pinngs at 2 and 4 views
+    python -m benchmarks.cfd.run --full --cases stenosis70 bifurcation --merge   # some cases, merged
 
 Per case: the reference (analytic where exact, else scikit-fem with a 3-level mesh-convergence
-study), pinngs on simulated DSA at 2 and 4 views, Young–Tsai (true geometry and on each
-reconstruction), and per method: velocity rel-L2, velocity and pressure nRMSE (Hidden Fluid
+study), pinngs (the product's flow estimate, ``pinngs.flow.estimate``) on simulated DSA at 2 and 4
+views, Young–Tsai on the true geometry, and per method: velocity rel-L2, velocity and pressure nRMSE (Hidden Fluid
 Mechanics), ΔP error, FFR error, flow-rate error and wall time. Writes benchmarks/results/cfd/
 results.json, README.md (the table) and per-case figures. A case that fails is reported with its
 error, never dropped.
@@ -26,18 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.cfd import cases as C
+from benchmarks.cfd import metrics
+from benchmarks.common import CACHE as BENCH_CACHE
+from benchmarks.common import PA_MMHG, RESULTS, cpu_name
 
-from benchmarks.bench_flow import PA_MMHG, _cpu_name  # noqa: E402
-from benchmarks.cfd import cases as C  # noqa: E402
-from benchmarks.cfd import metrics  # noqa: E402
-
-OUT = ROOT / "benchmarks" / "results" / "cfd"
-CACHE = ROOT / "benchmarks" / ".cache" / "cfd"
-QUICK_STEPS, QUICK_PRETRAIN = 200, 1000  # fewer physics steps; the quasi-Poiseuille start needs its 1000
-FULL_STEPS, FULL_PRETRAIN = 1000, 1000
+OUT = RESULTS / "cfd"
+CACHE = BENCH_CACHE / "cfd"
 
 
 def log(msg: str) -> None:
@@ -107,7 +102,7 @@ def young_tsai_true(case, ref) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-def run_case(case, quick: bool, steps: int, pretrain: int, views: tuple[int, ...], fig_dir: Path,
+def run_case(case, quick: bool, views: tuple[int, ...], fig_dir: Path,
              skip_tet: bool = False) -> dict:
     from benchmarks.cfd.figures import case_figures
     from benchmarks.cfd.pinngs_run import run_pinngs
@@ -142,16 +137,14 @@ def run_case(case, quick: bool, steps: int, pretrain: int, views: tuple[int, ...
             row["methods"][label] = {"not_run": case.pinngs_note}
             continue
         try:
-            r, fig = run_pinngs(case, case.views[v], ref, CACHE, steps, pretrain, log)
+            r, fig = run_pinngs(case, case.views[v], ref, CACHE, log)
         except Exception as e:
             traceback.print_exc()
             row["methods"][label] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        row["methods"][label] = {"q_error_percent": r["q_error_percent"], **r["pinn"], "preset": r["preset"],
+        row["methods"][label] = {"q_error_percent": r["q_error_percent"], **r["pinngs"], "preset": r["preset"],
                                  "q_est_mm3_s": r["q_est_mm3_s"], "section_arcs_mm": r["section_arcs_mm"],
                                  "prepare": r["prepare"], "dp_ref_pa": r.get("dp_ref_pa")}
-        row["methods"][f"young-tsai ({v}-view recon)"] = {"q_error_percent": r["q_error_percent"],
-                                                          **r["young_tsai_recon"], "preset": r["preset"]}
         if "evaluate" in fig:
             evaluators[label] = fig["evaluate"]
         m = row["methods"][label]
@@ -217,8 +210,6 @@ def method_rows(r: dict) -> list[str]:
             continue
         dpe = m.get("dp_error_percent")
         dpref = m.get("dp_ref_pa")
-        if "pretrain_steps" in m:
-            name = f"{name} ({m['pretrain_steps']}+{m['steps']} steps)"
         dpcell = (f"{m['dp_pa']:.1f} ({dpref:.1f})" if dpref is not None and math.isfinite(dpref)
                   else f"{m['dp_pa']:.1f} (ref pending)")
         out.append(
@@ -229,36 +220,25 @@ def method_rows(r: dict) -> list[str]:
 
 
 def summary_rows(rows: list[dict]) -> list[str]:
-    """One line per case: |ΔP error| of pinngs (2, 4 views) vs Young–Tsai on the same reconstruction."""
-    out = ["| case | ref ΔP (Pa) | converged | pinngs 2-view ΔP err % | YT 2-view recon ΔP err % | "
-           "pinngs 4-view ΔP err % | YT 4-view recon ΔP err % | YT true geometry ΔP err % | closer to the reference |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    """One line per case: the ΔP error of pinngs (2, 4 views) and of Young–Tsai on the true geometry."""
+    out = ["| case | ref ΔP (Pa) | converged | pinngs 2-view ΔP err % | pinngs 4-view ΔP err % | "
+           "YT true geometry ΔP err % | pinngs 2-view Q err % | pinngs 4-view Q err % |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['key']} | failed | – | – | – | – | – | – | case failed: {r['error'][:90]} |")
+            out.append(f"| {r['key']} | failed: {r['error'][:90]} | – | – | – | – | – | – |")
             continue
         ref = r["reference"]
         m = r["methods"]
 
-        def e(k):
+        def e(k, what="dp_error_percent"):
             v = m.get(k, {})
-            return v.get("dp_error_percent") if isinstance(v, dict) else None
-        cells = [e("pinngs 2-view"), e("young-tsai (2-view recon)"), e("pinngs 4-view"), e("young-tsai (4-view recon)"),
-                 e("young-tsai (true geometry)")]
-        verdict = []
-        for v in (2, 4):
-            p, y = e(f"pinngs {v}-view"), e(f"young-tsai ({v}-view recon)")
-            if p is not None and y is not None:
-                verdict.append(f"{v}v: {'pinngs' if abs(p) < abs(y) else 'Young–Tsai'}")
-        if not verdict:
-            failed = any("error" in v for k, v in m.items() if k.startswith("pinngs"))
-            not_run = any("not_run" in v for k, v in m.items() if k.startswith("pinngs"))
-            verdict = ["pinngs failed (see below)" if failed else "pinngs not run" if not_run
-                       else "reference pending" if ref["status"] != "ok" else "–"]
+            return v.get(what) if isinstance(v, dict) else None
+        cells = [e("pinngs 2-view"), e("pinngs 4-view"), e("young-tsai (true geometry)"),
+                 e("pinngs 2-view", "q_error_percent"), e("pinngs 4-view", "q_error_percent")]
         dp = f"{ref['dp_pa']:.1f}" if ref["status"] == "ok" else "pending"
         conv = ("yes" if ref.get("converged") else "**no**") if ref["status"] == "ok" else "–"
-        out.append(f"| {r['key']} | {dp} | {conv} | " + " | ".join(_f(c, "{:+.1f}") for c in cells)
-                   + f" | {', '.join(verdict)} |")
+        out.append(f"| {r['key']} | {dp} | {conv} | " + " | ".join(_f(c, "{:+.1f}") for c in cells) + " |")
     return out
 
 
@@ -269,21 +249,14 @@ def write_readme(res: dict, out: Path) -> str:
          f"Python {meta['python']}. Runs (wall time): "
          + ("; ".join(f"`{c}` ({w} s)" for c, w in meta["runs"].items()) if "runs" in meta
             else f"{meta.get('commands')} ({meta.get('wall_s_by_command')})") + ".", "",
-         "Reproduce: `python benchmarks/cfd/run.py --quick` (CI subset) or `--full` (all cases, pinngs at 2 and 4 "
-         "views, 1000+1000 PINN steps). Sim/reconstruction caches: `benchmarks/.cache/cfd/` (and the registry "
-         "presets' `benchmarks/.cache/` of bench_reconstruct.py).", "",
-         "Runtime (measured 2026-12-01). `--quick`: 340 s and 249 s in two fresh clones (no cache; 2 simulations and "
-         "reconstructions included; 2-core Intel Xeon). `--full` has not been timed end to end: its parts "
-         "above took 3130 + 606 + 1220 + 509 s on a shared CPU with `--steps 500` and the registry presets' "
-         "caches warm (the other entries are reruns). An estimate for one cold `--full` run with the default "
-         "1000 + 1000 PINN steps on an idle 2-core CPU, from those parts: about 2 h (16 simulations and "
-         "reconstructions at ~3 min, 16 PINN fits at ~2–5 min, references ~10 min).", "",
-         "## Summary: ΔP error against the reference, pinngs vs Young–Tsai", "",
-         "ΔP between the first and last flux sections of branch 0 of each reconstruction (pinngs: work-energy "
-         "balance of the PINN velocity; Young–Tsai: Poiseuille + Young–Tsai on the same reconstruction and the "
-         "same transit Q); the reference evaluated at the same sections. 'YT true geometry': the same reduced "
-         "model on the exact phantom with the exact Q. 'closer to the reference' compares |ΔP error| of pinngs "
-         "and of Young–Tsai on the same reconstruction.", ""]
+         "Reproduce: `python -m benchmarks.cfd.run --quick` (CI subset) or `--full` (all cases, pinngs at 2 and 4 "
+         "views). Sim/reconstruction caches: `benchmarks/.cache/cfd/` (and the registry presets' "
+         "`benchmarks/.cache/`).", "",
+         "## Summary: ΔP and Q error against the reference", "",
+         "pinngs = the product's flow estimate (`pinngs.flow.estimate.flow_on_lumen`, what `pinngs reconstruct` "
+         "writes): bolus-transit Q; ΔP by Poiseuille + Young–Tsai between the sections 1.5 equivalent radii "
+         "inside the ends of branch 0 of each reconstruction; the reference evaluated at the same sections. "
+         "'YT true geometry': the same reduced model on the exact phantom with the exact Q.", ""]
     L += summary_rows(rows)
     L += ["", "## All methods", "",
           f"Metrics over the reference's lumen points (0.2 mm grid, ≤ 60k points): velocity rel-L2 = "
@@ -291,7 +264,7 @@ def write_readme(res: dict, out: Path) -> str:
           "velocity components (vector form, see metrics.py); pressure nRMSE after removing each field's mean; "
           f"FFR = (Pa − ΔP)/Pa with Pa = {PA_MMHG:g} mmHg; Q error against the true inlet flow rate. "
           "'ΔP Pa (ref)' is each method's ΔP and the reference's at the same sections. Time: wall seconds "
-          "(reference: all mesh levels; pinngs: transit fit + PINN, not the simulation/reconstruction).", "",
+          "(reference: all mesh levels; pinngs: the flow estimate, not the simulation/reconstruction).", "",
           "| case | method | vel rel-L2 | vel nRMSE | p nRMSE | ΔP Pa (ref) | ΔP err % | FFR abs err | Q err % | s |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -370,12 +343,10 @@ def main(argv=None) -> int:
     g.add_argument("--quick", action="store_true", help="CI subset (default)")
     g.add_argument("--full", action="store_true", help="every case, pinngs at 2 and 4 views")
     ap.add_argument("--cases", nargs="*", help=f"subset of {', '.join(C.CASES)}")
-    ap.add_argument("--steps", type=int, help="PINN physics steps (quick 200, full 1000)")
-    ap.add_argument("--pretrain-steps", type=int, help="PINN steps on the quasi-Poiseuille start (quick and full 1000)")
     ap.add_argument("--no-pinngs", action="store_true", help="references and Young–Tsai only")
     ap.add_argument("--merge", action="store_true", help="update these cases in an existing results.json")
     ap.add_argument("--skip-tet", action="store_true",
-                    help="do not solve the 3D references (reported as pending); pinngs fits are cached for a later run")
+                    help="do not solve the 3D references (reported as pending)")
     ap.add_argument("--tet-levels", type=float, nargs=3, help="3D mesh levels (elements per radius), coarse -> fine")
     ap.add_argument("--readme-only", action="store_true", help="rewrite README.md from results.json and exit")
     ap.add_argument("--out", help="output folder (default benchmarks/results/cfd, --quick: .../cfd/quick)")
@@ -385,14 +356,12 @@ def main(argv=None) -> int:
     unknown = [k for k in keys if k not in C.CASES]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; choose from {', '.join(C.CASES)}")
-    steps = args.steps or (QUICK_STEPS if quick else FULL_STEPS)
-    pretrain = args.pretrain_steps or (QUICK_PRETRAIN if quick else FULL_PRETRAIN)
     out = Path(args.out) if args.out else (OUT / "quick" if quick else OUT)
     out.mkdir(parents=True, exist_ok=True)
     if args.readme_only:
         print(write_readme(json.loads((out / "results.json").read_text()), out))
         return 0
-    cmd = " ".join(["python", "benchmarks/cfd/run.py", *(argv if argv is not None else sys.argv[1:])])
+    cmd = " ".join(["python -m benchmarks.cfd.run", *(argv if argv is not None else sys.argv[1:])])
     t0 = time.perf_counter()
     prev = json.loads((out / "results.json").read_text()) if args.merge and (out / "results.json").exists() else None
     rows = []
@@ -407,13 +376,12 @@ def main(argv=None) -> int:
         else:
             views = tuple(case.quick_pinngs) if quick else (2, 4)
         try:
-            r = run_case(case, quick, steps, pretrain, views, out, skip_tet=args.skip_tet)
+            r = run_case(case, quick, views, out, skip_tet=args.skip_tet)
         except Exception as e:  # a failed case is reported, never dropped
             traceback.print_exc()
             r = {"key": k, "title": case.title, "error": f"{type(e).__name__}: {e}", "methods": {},
                  "reference": {"status": "failed"}}
         r["mode"] = "quick" if quick else "full"
-        r["pinn_steps"] = [pretrain, steps]
         rows.append(r)
         if args.merge and (out / "results.json").exists():  # re-read: another run may have merged meanwhile
             prev = json.loads((out / "results.json").read_text())
@@ -443,6 +411,9 @@ def _assemble(prev, rows, cmd, wall_s) -> dict:
     notes = [
         "pinngs has no pulsatile mode: the Womersley case has an analytic reference (checked by finite "
         "differences) and a quasi-steady Poiseuille baseline, and no pinngs numbers.",
+        "pinngs rows are the product's flow estimate (pinngs.flow.estimate: transit Q, Poiseuille + Young–Tsai "
+        "ΔP, quasi-Poiseuille velocity, viscous pressure); before 2026-12-04 they were a steady PINN "
+        "(benchmarks/results/archive/).",
         "Eccentric, bifurcation and AneuRisk references come from pinngs.simulate.cfd3d (3D tetrahedral "
         "Taylor–Hood); where it is not available or not solved in a run (--skip-tet) they are 'reference pending' "
         "and only pinngs' Q error and ΔP values are shown. Their simulated DSA is driven by the simulator's centerline-Poiseuille flow.",
@@ -452,7 +423,7 @@ def _assemble(prev, rows, cmd, wall_s) -> dict:
         "The simulator's truth for the axisymmetric cases is solve_axisymmetric at its default mesh (120x16); "
         "the references here are finer meshes of the same solver (not an independent code).",
     ]
-    meta = dict(machine=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(), pa_mmhg=PA_MMHG,
+    meta = dict(machine=cpu_name(), cores=os.cpu_count(), python=platform.python_version(), pa_mmhg=PA_MMHG,
                 notes=notes, runs={cmd: round(wall_s)})
     if prev is None:
         return {"meta": meta, "rows": rows}
