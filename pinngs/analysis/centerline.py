@@ -1,38 +1,31 @@
-"""Centerlines of a lumen volume, stenosis grading and Murray's law at bifurcations.
+"""Centerlines of a lumen volume: branches of [P, 4] X, Y, Z, R (mm), R the inscribed-sphere radius.
 
     branches = extract_centerline(occ, origin_mm, spacing_mm)      # list of [P, 4] X, Y, Z, R (mm)
-    write_centerline_csv("centerline.csv", branches)
-    lesions = grade_stenosis(branches)                              # list of dicts, most severe first
-    junctions = murray_deviation(branches)                          # one dict per bifurcation
+    io.exports.write_centerline_csv("centerline.csv", branches)
+    lesions = analysis.stenosis.grade_stenosis(branches)            # grading and Murray's law live there
 
-Centerline method (a geodesic, minimal-path tracing, in the spirit of VMTK's):
+Method (a geodesic, minimal-path tracing, in the spirit of VMTK's):
 
 1. the lumen is the largest 26-connected component of ``occ >= level`` with its cavities filled, so
    specks and holes of a noisy reconstruction do not matter;
 2. on a grid coarsened so that a typical radius spans about 7 voxels, voxels are the nodes of a
    26-neighbour graph; an end of the vessel is the node farthest (geodesic distance through the
    lumen) from the deepest voxel;
-3. from that end, repeatedly: the lumen node farthest from the current tree (geodesic distance) is a
-   new end if it lies more than ``spur_factor`` times the local radius away from the tree, otherwise
-   tracing stops (this is what prunes spurs: a bump on the wall is only about one radius away); the
-   new path is the minimal path back to the tree under the cost 1/EDT², which keeps it on the
-   medial axis;
-4. the paths are cut at the junctions into branches, and oriented from the inlet (the end nearest
+3. from that end, repeatedly: the lumen node farthest from the tree is a new end if it lies more
+   than ``spur_factor`` local radii from the tree (a bump on the wall is about one radius away),
+   otherwise tracing stops; the new path is the minimal path back to the tree under the cost
+   1/EDT², which keeps it on the medial axis;
+4. the paths are cut at the junctions into branches, oriented from the inlet (the end nearest
    ``inlet_hint_mm``; without one, the end of largest radius, ties broken by the lowest Z);
-5. each branch is smoothed (Gaussian along arc length, junction points held fixed), re-centred by a
-   circle fit to the wall in its normal plane, trimmed where it enters an end cap, and resampled;
-6. terminal stubs shorter than ``stub_radii`` radii (ghosts of a frayed end, which step 3's
-   ``spur_factor`` measures against their own thin radius and lets through) are dropped and the
-   junctions they leave are joined (``prune_stubs``), so that branch 0 runs on to the outlet or
-   the next true bifurcation.
+5. each branch is smoothed (junction points held fixed), re-centred by a circle fit to the wall in
+   its normal plane, trimmed where it enters an end cap, and resampled;
+6. terminal stubs shorter than ``stub_radii`` radii (ghosts of a frayed end, which step 3 measures
+   against their own thin radius) are dropped and the junctions they leave joined (``prune_stubs``).
 
-The radius R is the maximum inscribed sphere radius at each point: its distance to the lumen wall,
-taken as the marching-cubes ``level`` surface (sub-voxel, unlike the voxel distance transform,
-which is biased by half a voxel). Where the lumen runs into the edge of the grid the flat cap there
-is not a wall, and the branch stops about one radius before the edge.
-
-Branch lists follow Phantom.centerline_table: branch 0 starts at the inlet; a daughter branch starts
-at the last point of its parent.
+R is the distance to the marching-cubes ``level`` surface (sub-voxel, unlike the voxel distance
+transform, which is biased by half a voxel). Where the lumen runs into the edge of the grid the flat
+cap there is not a wall, and the branch stops about one radius before the edge. Branch lists follow
+Phantom.centerline_table: branch 0 starts at the inlet; a daughter starts at its parent's last point.
 """
 from __future__ import annotations
 
@@ -98,7 +91,7 @@ def _edt_on_mask(mask: np.ndarray, spacing: float, slab: int = 64, reach: int = 
     along the longest axis, each cropped to the mask around it.
 
     A thin vessel running diagonally through its bounding box fills a few per cent of it, and the
-    whole-box transform paid for every voxel (1.8 s of tube-biplane's 7 M-voxel box). The nearest
+    whole-box transform pays for every voxel (docs/decisions.md, "Centerline: speed"). The nearest
     False voxel of a True voxel p lies next to a True voxel that is nearer to p (step from it
     towards p), so a slab extended by ``reach`` voxels either side and cropped to the True voxels
     in it plus one voxel holds it whenever the distance is under ``reach`` - 1 voxels; a slab
@@ -138,9 +131,8 @@ class _VoxelGraph:
     Built straight in CSR form: each node's neighbours are read off in increasing flat offset,
     which is increasing node number, so rows come out sorted as ``csr_matrix((data, (rows, cols)))``
     leaves them, without its sort (``_voxel_graph_by_coo`` in the tests is that version; the matrices
-    are equal entry for entry, the costs to rounding). With the distance transform in slabs
-    (``_edt_on_mask``) this took the graph of tube-biplane's batch lumen (287 k voxels at 0.1 mm)
-    from 3.3 to 0.7 s, stenosis50-biplane's from 2.5 to 0.5 s (1 thread, 2-core CPU)."""
+    are equal entry for entry, the costs to rounding). The distance transform is computed in slabs
+    (``_edt_on_mask``). Timings: docs/decisions.md, "Centerline: speed"."""
 
     def __init__(self, mask: np.ndarray, spacing: float):
         self.edt = _edt_on_mask(mask, spacing)
@@ -384,14 +376,13 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     leave behind.
 
     A stub is a terminal branch shorter than ``radii`` times the larger of its own mean radius and
-    its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to 0.2-0.3 mm, so
-    its own radius alone let 2.3-2.8 mm stubs through on curved-biplane), or a root branch that
-    short (its longest daughter becomes branch 0). After each round of dropping, a branch with a
-    single daughter is joined to it (it is no junction), so that branch 0 runs on to the next true
-    bifurcation or the outlet; rounds repeat until no stub is left. On curved-biplane's batch lumen
-    branch 0 had ended at 33.4 mm of the 40.1 mm vessel, at the first ghost, and ΔP was taken over
-    that part only: 65.4 Pa, now 81.4 Pa over 39.4 mm (3D truth 102.4 Pa); velocity rel-L2 against
-    the truth 0.376, now 0.240.
+    its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to a fraction of a
+    millimetre, so its own radius alone lets stubs through), or a needle (``_is_stub``), or a root
+    branch that short (its longest daughter becomes branch 0). After each round of dropping, a
+    branch with a single daughter is joined to it (it is no junction), so that branch 0 runs on to
+    the next true bifurcation or the outlet instead of ending at the first ghost (where ΔP would be
+    taken over part of the vessel only); rounds repeat until no stub is left. Measurements:
+    docs/decisions.md, "Centerline: stubs and ghost tails".
     """
     if not radii > 0:
         raise ValueError(f"prune_stubs: radii (stub_radii) must be > 0, or None to keep the traced tree; got {radii}")
@@ -420,12 +411,9 @@ def trim_ghost_ends(branches: list, frac: float = 0.5) -> list[np.ndarray]:
     a branch without daughters) the points whose inscribed radius R is below ``frac`` times the
     branch's median R are cut, walking in from the end to the first point at or above it; at most
     (P − 2) // 2 points per end, and never at a junction. Such a tail has no lumen beyond it, so it
-    cannot be a stenosis, but grading read it as one. Measured: online fits of aneurisk-4view (the
-    study's vessel ends at 40.0 mm with R 1.36 mm) at 22 and 24 fixed steps per frame grew a 4 mm
-    tail of R 0.16-0.36 mm past the outlet, graded 84.9 % and 93.1 % "lesions" there, and ΔP came
-    out 30 203 and 680 273 Pa (batch: 36 Pa); in the online benchmark's run (24.5 steps per frame)
-    3003 Pa. A mid-vessel stenosis is never cut, however severe: the walk stops at the first point
-    of full calibre."""
+    cannot be a stenosis, but grading reads it as a severe one and ΔP explodes (docs/decisions.md,
+    "Centerline: stubs and ghost tails"). A mid-vessel stenosis is never cut, however severe: the
+    walk stops at the first point of full calibre."""
     if not 0 < frac < 1:
         raise ValueError(f"trim_ghost_ends: frac must be in (0, 1), got {frac}")
     branches = [np.asarray(b, float) for b in branches]
@@ -456,10 +444,9 @@ def branch_tree(branches: list) -> tuple[list[int], list[list[int]]]:
 def _is_stub(b: np.ndarray, r_parent: float, radii: float = 3.0) -> bool:
     """A terminal branch that is a ghost of the reconstruction, not a vessel: shorter than ``radii``
     times the larger of its mean radius and its parent's radius at the junction, or a needle (its
-    radius falls below a quarter of the parent's) shorter than twice that. Measured on curved-biplane
-    online fits at 33 of 60 frames: a 3.5 mm ghost tapering to 0.07 mm (parent 1.1 mm) survived
-    the length test, kept a false bifurcation and graded a 72 % "lesion" at its tip; where such a
-    needle was joined on as branch 0's end, ΔP came out at 191877 Pa."""
+    radius falls below a quarter of the parent's) shorter than twice that: a needle that survives the
+    length test keeps a false bifurcation and grades as a severe "lesion" at its tip
+    (docs/decisions.md, "Centerline: stubs and ghost tails")."""
     length = float(arc_length(b[:, :3])[-1])
     reach = radii * max(float(b[:, 3].mean()), r_parent)
     return length < reach or (r_parent > 0 and float(b[:, 3].min()) < 0.25 * r_parent and length < 2 * reach)

@@ -80,34 +80,28 @@ def grade_stenosis(branches: list[np.ndarray], *, extent_fraction: float = 0.9, 
     """Lesions along the branches, most severe first.
 
     branches: list of [P, 4] X, Y, Z, R (mm). Per branch, d = 2R is compared with a healthy
-    reference: a straight line d(s) fitted robustly to the branch (lesions excluded) finds runs where
-    d < extent_fraction * reference. Each run is widened to its shoulders (d back above
-    healthy_fraction * reference); the lesion's reference diameter is then interpolated (by arc
-    length) between the median diameters of the proximal and distal healthy windows, each
-    window_diameters reference diameters long next to the shoulders (one side only if the other is
-    missing). % diameter stenosis = 100 (1 - d_min / d_ref) at the narrowest point; lesions below
-    min_percent are not reported. The lesion length is the stretch where d < f * d_ref, averaged over
-    the thresholds f in extent_fraction ± extent_band (``_band_width``; with extent_band 0, the
-    stretch at extent_fraction alone): a length at one threshold jumps wherever the profile has a
-    shoulder or a second dip near that threshold. Measured on an online fit of eccentric60-4view
-    (20 fixed steps per frame, seed 0, estimates every 3rd frame from 96 to 120): a distal dip
-    behind a bump at 0.84-0.92 d_ref made the 0.9 length 4.63-4.66 mm or 6.72-7.26 mm from one
-    estimate to the next, and ΔP over frames 102-120 667-807 Pa; with the band, 5.97-7.19 mm and
-    728-798 Pa. On the 24 cached batch lumens (8 presets x 3 seeds) the lengths moved by at most
-    0.25 mm (eccentric60-4view seeds 0/1/2: 5.57/5.23/5.24 -> 5.64/4.98/5.09 mm) and ΔP by at most
-    1.6 % (697.0 -> 685.6 Pa on eccentric seed 1; 50 %, 70 %, rotational under 0.3 %). Also
-    given: the stretch at extent_fraction (start_arc_mm, end_arc_mm: where reduced-order ΔP swaps
-    the Poiseuille integral for Young-Tsai) and the width at half the lesion's depth, which is
-    half the full length of a cosine stenosis. Points within end_margin_radii radii of a branch
-    end are not graded: there the inscribed sphere touches the lumen's end cap, not its wall (its
-    radius at a distance x < R from a flat end is x), as in the transit's sections
-    (``flow.transit``, the same 1 radius). With 0.5 radii, the batch lumen of curved-biplane
-    (round-vessel prior, seed 0), whose outlet ends in a 1.3 mm cone (R 1.25 -> 0.41 mm), was
-    graded a 35.9 % stenosis at its last 0.7 mm, and aneurisk-4view's even-hull lumens (3 seeds)
-    20-24 % at 0.8 mm from the inlet; with 1 radius none of them. On the 24 cached even-hull batch
-    lumens (8 presets x 3 seeds) the true lesions did not move; one lumen gained a lesion:
-    curved-biplane seed 2, 20.8 % at 35.6 mm, where its far end narrows (R 1.08 against 1.27 mm) and
-    the robust reference line moved with the points no longer graded.
+    reference:
+
+    1. a straight line d(s) fitted robustly to the branch (lesions excluded) finds runs where
+       d < extent_fraction * reference;
+    2. each run is widened to its shoulders (d back above healthy_fraction * reference), and the
+       lesion's reference diameter is interpolated (by arc length) between the median diameters of
+       the proximal and distal healthy windows, each window_diameters reference diameters long next
+       to the shoulders (one side only if the other is missing);
+    3. % diameter stenosis = 100 (1 - d_min / d_ref) at the narrowest point; lesions below
+       min_percent are not reported;
+    4. the lesion length is the stretch where d < f * d_ref, averaged over the thresholds f in
+       extent_fraction ± extent_band (``_band_width``; with extent_band 0, the stretch at
+       extent_fraction alone), because a length at one threshold jumps wherever the profile has a
+       shoulder or a second dip near that threshold.
+
+    Also given: the stretch at extent_fraction (start_arc_mm, end_arc_mm: where reduced-order ΔP
+    swaps the Poiseuille integral for Young-Tsai) and the width at half the lesion's depth, which is
+    half the full length of a cosine stenosis. Points within end_margin_radii radii of a branch end
+    are not graded: there the inscribed sphere touches the lumen's end cap, not its wall (its radius
+    at a distance x < R from a flat end is x), as in the transit's sections (``flow.transit``, the
+    same 1 radius). Measurements: docs/decisions.md, "Stenosis grading: lesion length" and
+    "Stenosis grading: end margin".
 
     Each dict: branch, percent_diameter_stenosis, percent_area_stenosis, d_min_mm, d_ref_mm,
     d_ref_proximal_mm, d_ref_distal_mm (None if missing), arc_from_inlet_mm, arc_in_branch_mm,

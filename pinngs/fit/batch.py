@@ -2,69 +2,29 @@
 
 Pipeline (``fit_study``):
 
-1. **Targets.** The lumen is static, the contrast is not. Two ways, both measured
-   (``FitConfig.targets``):
-
-   * ``"frames"`` (default): every cine frame whose total line integral is ≥ ``frames_keep`` of the
-     brightest is a target (background median removed); each step renders a random batch of
-     ``frames_batch`` of them, and each frame's contrast state enters as one least-squares scale
-     factor between its rendering and the data, together with a background plane a + b·x + c·y
-     per image (``nuisance_fit``: subtraction residual, leftover offset).
-   * ``"composite"``: one opacified composite per view: the frames of that view in time order,
-     smoothed by a 3-frame running mean, then the per-pixel maximum, minus the median background.
-
-   Measured (seed 0, 500 steps): 50 % stenosis biplane Dice 0.945 (frames) against 0.917
-   (composite); 70 % stenosis 4 views 0.972 against 0.969; the frames cost ~3x the fit time
-   (66 s against 22 s). The per-pixel maximum of noisy frames is biased upwards by the noise,
-   which widens the vessel; fitting the frames themselves is not biased. A rotational run (one
-   frame per angle) has no composite: its frames whose total line integral is ≥ ``rot_keep`` of
-   the brightest, rescaled to that brightest frame, stand in for it (the initialisation and the
-   report). In ``"frames"`` mode a rotational run is fitted on the same per-frame targets as cine,
-   so the fit sees every opacified angle, not only the ones near the peak of the bolus. Measured on
-   stenosis50-rotational (133 frames over 200°, 500 steps): the near-peak frames alone were 29
-   frames over 42° (Dice 0.948, radius MAE 0.120 mm, stenosis 44.9 % against 50 %); the per-frame
-   targets are 111 frames over 167° (seeds 0/1: Dice 0.957/0.953, radius MAE 0.037/0.043 mm, stenosis
-   48.2/48.8 %). The composite always seeds the initialisation and is what the report shows.
-2. **Initialisation by back-projection.** On a lattice of spacing ``init_spacing_mm`` around the
-   isocentre, a point is kept where every target sees at least ``hull_frac`` of its peak at the
-   point's projection (a soft visual hull: the minimum over views of the back-projected images).
-   One isotropic Gaussian (σ = ½ spacing) sits on each kept point; all get the same peak
-   attenuation, set so that the field's total mass matches the mass seen in the images. On a 2-4
-   view study the points are then weighted by a round-vessel prior (``init_disc_window_mm``, 3 mm;
-   ``disc_weights``): two views carve a square section, which the fit keeps; the prior makes the
-   initial section the disc the views' profiles agree with. Measured (``pinngs reconstruct --seed
-   0..2``, ``recon.evaluate``; mean Dice / radius MAE mm, even hull -> prior): tube-biplane 0.941 /
-   0.157 -> 0.962 / 0.102, 50 % biplane 0.947 / 0.128 -> 0.974 / 0.056, curved-biplane 0.877 /
-   0.185 -> 0.959 / 0.075 (HD95 0.827 -> 0.180 mm), 70 % 4-view 0.971 / 0.072 -> 0.975 / 0.044,
-   eccentric 0.967 / 0.096 -> 0.972 / 0.066, bifurcation 0.958 / 0.116 -> 0.961 / 0.100, AneuRisk
-   0.953 / 0.286 -> 0.956 / 0.323 (its centerline RMSE 0.099 -> 0.155 mm: the aneurysm is not a
-   round vessel). Never on a rotational study: its views carve a round hull already.
-3. **Optimisation.** Adam on means, log-scales, quaternions and attenuations against the mean
-   squared error over all targets (each normalised by its peak²), plus the priors:
-
-   * ``scale_weight`` (on): a hinge on scales outside [min_scale_mm, max_scale_mm].
-   * ``binary_weight`` (off by default): a double-well penalty μ(μ_c − μ)/μ_c² on a coarse voxel
-     grid (through the differentiable voxelizer), which pushes the density to be either empty or
-     at one lumen level μ_c (re-estimated every step by ``lumen_level``, the mass-weighted median
-     density, detached). A lumen filled with contrast *is* such a field, so it was the natural
-     prior for 2–4 views; measured, it hurts: 50 % stenosis biplane Dice 0.908 without it against
-     0.631 with weight 1. What makes 2–4 views work here is the soft-hull initialisation, the
-     per-frame targets (many contrast states) and the integral-preserving lumen threshold.
-4. **Densify and prune (integral-preserving).** Every ``densify_every`` steps until
-   ``densify_until``: Gaussians larger than ``split_scale_mm`` along their major axis are split
-   into two children ±½σ along that axis with 0.6σ there and the attenuation set so that each pair
-   carries exactly the parent's integral a·(2π)^{3/2}·s₁s₂s₃; Gaussians whose integral is below
-   ``prune_mass_frac`` of the median are dropped and the remaining attenuations are rescaled so the
-   total integral is unchanged. Adam's moments are reset for the changed set.
-5. **Lumen.** The field is voxelized at ``lumen_mm``. The surface is the level τ whose inside has
-   the volume ∫μ/μ_c (``lumen_threshold``, integral-preserving); occupancy = clip(μ/2τ, 0, 1), so
-   its 0.5 level is that surface. (Thresholding at μ_c/2 put the surface ~0.05 mm inside the truth
-   on the 70 % preset: Dice 0.962 against 0.971.) Components of the lumen smaller than 5 % of the
-   largest (clutter beside the vessel) are removed, and so is the faint haze (occupancy < 0.5) more
-   than 0.5 mm from the kept lumen (``keep_main_lumen``).
+1. **Targets** (``FitConfig.targets``). ``"frames"`` (default, ``frame_targets``): every frame with
+   at least ``frames_keep`` of the brightest frame's total line integral, background median removed;
+   each step renders ``frames_batch`` of them, each with one least-squares contrast scale and a
+   background plane a + b·x + c·y (``nuisance_fit``). ``"composite"`` (``targets_from_study``): per
+   view, a 3-frame running mean of its frames, then the per-pixel maximum minus the median; the
+   maximum of noisy frames is biased upwards, which widens the vessel. A rotational sweep has no
+   composite: its frames with at least ``rot_keep`` of the brightest, rescaled to it, stand in. The
+   composite always seeds the initialisation and is what the report shows.
+2. **Initialisation** (``backprojection_init``): one isotropic Gaussian on each lattice point that
+   every target sees as vessel (a soft visual hull), weighted on 2-4 view studies by a round-vessel
+   prior (``init_disc_window_mm``, ``disc_weights``), since two views carve a square section.
+3. **Optimisation.** Adam on means, log-scales, quaternions and attenuations against the relative
+   squared error over the targets, plus ``scale_weight`` · a hinge on scales outside [min_scale_mm,
+   max_scale_mm] and, off by default, ``binary_weight`` · a double-well penalty μ(μ_c − μ)/μ_c² on a
+   coarse voxel grid (empty or one lumen level μ_c, ``lumen_level``).
+4. **Densify and prune** (``densify_prune``, integral-preserving) every ``densify_every`` steps until
+   ``densify_until``; Adam's moments are reset for the changed set.
+5. **Lumen** (``lumen_occupancy``): the field voxelized at ``lumen_mm``, its surface the level τ whose
+   inside has the volume ∫μ/μ_c (``lumen_threshold``); clutter and far haze removed (``keep_main_lumen``).
 
 Checkpoints (``checkpoint``/``resume``) hold the field, the optimiser and the step, written
 atomically, so that a killed run loses at most ``checkpoint_every`` steps.
+Measurements behind these choices: docs/decisions.md, the "Batch fit: ..." sections.
 """
 from __future__ import annotations
 
@@ -87,18 +47,11 @@ from ..render import nuisance_fit
 
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
 TargetMode = Literal["frames", "composite"]  # FitConfig.targets (module docstring, 1.)
-SurfaceRule = Literal["mass", "half"]  # FitConfig.surface_rule (module docstring, 4.)
+SurfaceRule = Literal["mass", "half"]  # FitConfig.surface_rule (module docstring, 5.)
 DISC_MIN_WEIGHT = 0.02  # backprojection_init's round-vessel prior drops hull points weighted below this
 # disc_weights solves for the offset by ridge regression, shrinking each direction by sv² / (sv² +
 # DISC_RIDGE x the largest sv²): a direction the views resolve poorly is cut less, one they do not
-# resolve (the vessel's axis) not at all. Scratch replays of curved-biplane (21 steps per frame, seed 0;
-# its far end is foreshortened in one view, where the two views' normals close to ~20°), Dice / ΔP Pa /
-# velocity rel-L2; no prior: 0.885 / 80.7 / 0.267; batch seed 0: 0.880 / 81.6 / 0.239; truth ΔP 102.4.
-# Ridge 0.05: 0.952 / 92.9 / 0.244 (seed 1: 0.952 / 93.1 / 0.242); ridge 0.15: 0.936 / 76.5 / 0.216
-# (but AneuRisk ΔP 77.6 against 35.9 at 0.05). A hard cut of the directions under 0.05 / 0.2 / 0.35 /
-# 0.5 / 0.7 x the largest sv instead: 0.936 / 103.7 / 0.327, 0.936 / 110.5 / 0.330, 0.917 / 93.4 /
-# 0.295, 0.883 / 177 / 0.339, 0.853 / 277 / 0.445: what it cut it cut too deep (the far end's radius
-# 1.17-1.30 mm against 1.40), and what it left uncut kept the hull's long diamond, graded as a narrowing.
+# resolve (the vessel's axis) not at all. Measurements: docs/decisions.md, "Batch fit: round-vessel prior".
 DISC_RIDGE = 0.05
 
 
@@ -111,8 +64,8 @@ class FitConfig:
     hull_frac: float = 0.12
     # round-vessel prior on the initial hull of a 2-4 view study (backprojection_init, disc_weights): the
     # half-width (mm) of the across-vessel window that finds each view's local peak; 0: the even hull.
-    # Never used on rotational studies (16+ views carve a round hull already; weighting 40000 points
-    # in 16 views takes ~7 s). 3.0 was measured: the module docstring (2.) and README, "Reconstruction".
+    # Never used on rotational studies (disc_window_for): 16+ views carve a round hull already, and
+    # weighting their points is slow. Measurements: docs/decisions.md, "Batch fit: round-vessel prior".
     init_disc_window_mm: float = 3.0
     rot_keep: float = 0.9  # rotational: near-peak frames for the initialisation (and the "composite" fit)
     targets: TargetMode = "frames"  # "frames": every frame with its own contrast; "composite": one image per view
@@ -122,13 +75,13 @@ class FitConfig:
     lr_scales: float = 0.02
     lr_quats: float = 0.02
     lr_atten: float = 0.03
-    binary_weight: float = 0.0
-    binary_grid_mm: float = 0.25
-    scale_weight: float = 1.0
+    binary_weight: float = 0.0  # double-well lumen prior (module docstring, 3.); off: it lowered the Dice
+    binary_grid_mm: float = 0.25  # voxel size (mm) of that prior's grid
+    scale_weight: float = 1.0  # hinge on scales outside [min_scale_mm, max_scale_mm]
     min_scale_mm: float = 0.06
     max_scale_mm: float = 1.2
-    split_scale_mm: float = 0.6
-    prune_mass_frac: float = 0.02
+    split_scale_mm: float = 0.6  # densify_prune splits Gaussians larger than this along their major axis
+    prune_mass_frac: float = 0.02  # ... and drops those with less than this fraction of the median integral
     densify_every: int = 100
     densify_until: int = 350
     max_gaussians: int = 40000
@@ -136,7 +89,7 @@ class FitConfig:
     surface_rule: SurfaceRule = "mass"  # "mass": integral-preserving threshold; "half": μ_c / 2
     checkpoint_every: int = 50
     seed: int = 0
-    threads: int = 0  # torch/OpenMP threads while fitting (0: every core); see fit_study
+    threads: int = 0  # torch/OpenMP threads while fitting (0: every core; 1 on a busy machine); see fit_study
 
     def validate(self) -> None:
         if self.iters < 1:
@@ -212,7 +165,8 @@ def frame_targets(study: Study, keep: float = 0.3) -> Targets:
     """Every frame as its own target (background median removed), for the "frames" alternative to
     the composite: frames whose total line integral is below ``keep`` of the brightest are left out
     (nothing or little is opacified in them). Each frame's contrast state enters the fit as one
-    scale factor (see ``FitConfig.targets``)."""
+    scale factor (see ``FitConfig.targets``). A rotational sweep's frames are targets like cine's,
+    so the fit sees every opacified angle, not only those near the peak of the bolus."""
     study.validate("reconstruct")
     d = study.line_integrals()
     imgs = [im - np.median(im) for im in d]
@@ -233,10 +187,10 @@ def across_peak(img: np.ndarray, uv: np.ndarray, half_px: float,
     Returns (peak [P], across [P, 2], downhill [P]): the largest value on a segment ±``half_px``
     pixels through each point along ``across``, the dominant eigenvector of the image's structure
     tensor (gradients at σ = ``sigma_px``, averaged over σ = ``half_px`` / 2: the direction the
-    edges of a vessel face, on both sides of it and at its centre; the Hessian's most negative
-    curvature, tried first, points along the vessel outside its inflection, where the profile is
-    convex), a unit vector; and ``downhill`` = +1 where the image falls along +across (the point is
-    on that side of the ridge), -1 where it rises. Sampled every pixel, bilinearly."""
+    edges of a vessel face, on both sides of it and at its centre, unlike the Hessian's, which
+    points along the vessel where the profile is convex), a unit vector; and ``downhill`` = +1 where
+    the image falls along +across (the point is on that side of the ridge), -1 where it rises.
+    Sampled every pixel, bilinearly."""
     from scipy.ndimage import gaussian_filter
 
     gx, gy = gaussian_filter(img, sigma_px, order=(0, 1)), gaussian_filter(img, sigma_px, order=(1, 0))
@@ -269,18 +223,12 @@ def disc_weights(images: np.ndarray, views: list[CArmView], pts_mm: np.ndarray,
     every n_v. The signed offsets x·n_v / R = ±sqrt(1 - s_v²) (the sign: which side of the ridge the
     point's image lies on) give x / R in the section by ridge regression (``DISC_RIDGE``: a
     direction the views resolve poorly is cut less; the vessel's axis, which no view resolves, not
-    at all), and the weight max(0, 1 - |x|²/R²).
-    A first version took e = (2/V) Σ_v (1 - s_v²), which is |x|²/R² only when the n_v spread evenly
-    over the half turn; where the curved preset's far end is foreshortened in one view the two n_v
-    close up and it pinched the section (scratch replay: centerline 0.5 mm off the truth there,
-    velocity rel-L2 0.342 against 0.267 without the prior; with a plain least squares, 0.330: the
-    far end's radius came out 1.17-1.30 mm against 1.40; with the ridge, 0.244).
+    at all), and the weight max(0, 1 - |x|²/R²). The ridge solve holds at any obliquity, also where
+    the views' normals close up (a foreshortened stretch).
     The normalisation is local, so that a thin branch is not judged against a wide one, and across
-    the vessel, so that a free end is not judged against the vessel behind it (a square max filter
-    of the same size graded false narrowings at the curved preset's free end in scratch replays:
-    ΔP 128-240 Pa against 81). Neither keeps a stenosis throat from being judged against its
-    shoulders within the window (50 % biplane replay: ΔP 382 -> 408 Pa by the sum rule, 387 Pa by
-    the ridge; the batch 365)."""
+    the vessel, so that a free end is not judged against the vessel behind it. Known limit: a
+    stenosis throat is still judged against its shoulders within the window. Measurements, and the
+    forms tried before: docs/decisions.md, "Batch fit: round-vessel prior"."""
     imgs = np.asarray(images, np.float64)
     P = np.asarray(pts_mm, np.float64)
     if imgs.ndim != 3 or len(imgs) != len(views) or P.ndim != 2 or P.shape[1] != 3:
@@ -310,7 +258,13 @@ def disc_weights(images: np.ndarray, views: list[CArmView], pts_mm: np.ndarray,
 
 def backprojection_init(t: Targets, spacing_mm: float = 0.45, hull_frac: float = 0.12,
                         max_points: int = 40000, disc_window_mm: float = 0.0) -> GaussianField:
-    """Gaussians on the soft visual hull of the targets (see the module docstring).
+    """Gaussians on the soft visual hull of the targets.
+
+    On a lattice of spacing ``spacing_mm`` around the isocentre (a 4x coarser pass first finds the
+    occupied region), a point is kept where every target sees at least ``hull_frac`` of its peak at
+    the point's projection: the minimum over views of the back-projected images. One isotropic
+    Gaussian (σ = ½ spacing) sits on each kept point (the ``max_points`` best at most); all get one
+    peak attenuation, set so that the field's total mass matches the mass seen in the images.
 
     ``disc_window_mm`` > 0: a round-vessel prior for sparse views. Two views of a round vessel carve
     a square section out of space; the hull fills it evenly, and a short fit (the online fitter's)
@@ -373,9 +327,7 @@ def lumen_level(vol: torch.Tensor) -> float:
     (half of the field's integral sits at densities below it).
 
     For an ideally filled lumen (one plateau) this is the plateau value exactly; for a blurred one
-    it is the typical density inside. (A self-consistent "mass = μ_c × volume above μ_c/2" level
-    was tried first: it has no fixed point when the cross-section is not flat-topped, which is
-    the rule with 2 views.)"""
+    it is the typical density inside (docs/decisions.md, "Batch fit: priors and the lumen surface")."""
     v = vol.detach().flatten()
     v = v[v > 0].double()
     if v.numel() == 0:
@@ -404,7 +356,13 @@ def _rebuild(f: GaussianField, means, scales, quats, atten) -> GaussianField:
 
 
 def densify_prune(f: GaussianField, c: FitConfig) -> tuple[GaussianField, dict]:
-    """Integral-preserving split of large Gaussians and prune of negligible ones."""
+    """Integral-preserving split of large Gaussians and prune of negligible ones.
+
+    Gaussians larger than ``split_scale_mm`` along their major axis (while the total stays under
+    ``max_gaussians``) are split into two children ±½σ along that axis with 0.6σ there, each
+    carrying half the parent's integral a·(2π)^{3/2}·s₁s₂s₃; Gaussians whose integral is below
+    ``prune_mass_frac`` of the median are dropped, and all attenuations are rescaled so that the
+    total integral is unchanged. Returns (field, {"split", "pruned", "n"})."""
     with torch.no_grad():
         means, scales, quats, atten = f.means, f.scales, f.quats, f.attenuation
         mass = gaussian_mass(f)
@@ -481,11 +439,8 @@ def fit_study(study: Study, config: FitConfig | None = None, checkpoint: str | P
     in this call, for tests of the resume path; returns None then.
 
     Threads (``config.threads``; 0 = every core, the default; the previous setting is restored
-    afterwards). Measured on the 2-core CI machine, 60 steps: aneurisk-4view 14.8 s on 2 threads
-    against 25.0 s on 1 (quiet), 22.4 s against 25.1 s with one other busy process;
-    stenosis70-4view 6.1 s against 8.4 s quiet but 11.6 s against 8.5 s with a busy process. Small
-    problems (a few ms per step) suffer most from a shared core: an OpenMP barrier per op costs more
-    than the work (40 small steps: 0.88 s on 1 thread, 13.6 s on 2). Pass threads=1 on a busy machine.
+    afterwards). On a busy machine pass threads=1: small steps on a shared core spend more on an
+    OpenMP barrier per op than on the work (docs/decisions.md, "Batch fit: threads").
     """
     c = config or FitConfig()
     c.validate()
@@ -639,13 +594,10 @@ def keep_main_lumen(occ: np.ndarray, spacing_mm: float = 0.1, min_fraction: floa
     ``min_fraction`` of the largest one's volume, and of the faint rest (occ <= 0.5) only the voxels
     within ``margin_mm`` of them (Euclidean), where the partial-volume ramp of their walls lies.
 
-    The faint haze is zeroed even when the lumen is one component (before, only when there were
-    several): section areas (``flow.transit.section_areas``) sum the fractions, and haze anywhere in
-    the grid counted there. On two of three stenosis50-rotational batch seeds it had made the
-    median section 8.13 and 8.20 mm² instead of 7.70 and 7.77 (truth 7.07), and the transit flow
-    1134 and 1152 mm³/s instead of 1058 and 1081 (truth 1000). A narrower margin cuts into the
-    ramp of 2-view fits: tube-biplane's median section is 6.88 mm² with nothing removed, 6.87 at
-    0.5 mm, 6.80 at 0.3 mm and 6.41 at 0.1 mm."""
+    The faint haze is zeroed even when the lumen is one component: section areas
+    (``flow.transit.section_areas``) sum the fractions, and haze anywhere in the grid counts there. A
+    narrower margin than 0.5 mm cuts into the partial-volume ramp of 2-view fits. Measurements:
+    docs/decisions.md, "Batch fit: haze beside the lumen"."""
     from scipy import ndimage as ndi
 
     if not spacing_mm > 0 or not margin_mm >= 0:
@@ -658,10 +610,9 @@ def keep_main_lumen(occ: np.ndarray, spacing_mm: float = 0.1, min_fraction: floa
     keep[1:] = sizes >= min_fraction * sizes.max()
     kept = keep[lab]
     # the faint voxels within margin_mm of the kept lumen, exactly (Euclidean) but without a
-    # distance transform of the whole grid (the whole function took 4.0 s with one on
-    # bifurcation-4view's 12 M voxels, 1.4 s like this; tests compare the two): candidates in a
-    # cube dilation (chessboard distance <= Euclidean), measured against the kept voxels that have
-    # a non-kept 26-neighbour (the nearest kept voxel always has one)
+    # distance transform of the whole grid, which is slow on large grids (tests compare the two):
+    # candidates in a cube dilation (chessboard distance <= Euclidean), measured against the kept
+    # voxels that have a non-kept 26-neighbour (the nearest kept voxel always has one)
     from scipy.spatial import cKDTree
 
     m = margin_mm / spacing_mm + 1e-6  # voxels; the tolerance keeps 0.3 / 0.1 = 2.9999... at 3

@@ -7,155 +7,27 @@
     fitter.snapshot("state.pt"); fitter = OnlineFitter.restore("state.pt")
     fitter.write_outputs("OUT")                                     # the files of `pinngs reconstruct`
 
-What ``add_frame`` does, in order:
+``add_frame``, in order:
 
-1. **Validate** (nothing is changed before the frame passes): the view is a ``CArmView``; the image
-   is 2D, finite, of the view's detector size and of the detector size of the views seen before
-   (one fit renders all views at one size); ``t_s`` is finite; the frame is not a duplicate (same
-   view, same time) and not out of order (earlier than the newest frame of its view). A frame that
-   fails is skipped with an ``OnlineFrameWarning`` and the state is left exactly as it was.
-2. **Append** the frame (background median removed, as ``recon.fit.frame_targets`` does).
-3. **Initialise** the Gaussians by back-projection (``recon.fit.backprojection_init``) once two
-   views hold an opacified frame (contrast-to-noise p99.9 / (1.4826 MAD) ≥ ``init_snr``), on the
-   batch fit's composite targets of the frames so far (``recon.fit.targets_from_study``). While
-   the bolus is still filling the vessel the hull grows: the field is re-initialised when another
-   view becomes opacified or the smallest per-view peak mass above the noise floor has grown by
-   ``reinit_growth`` (1.3), at most ``max_reinit`` (10) times (``reinit_until_steps`` > 0 would
-   also limit it to that many steps after the previous init). Measured (12 steps per frame, seed 0):
-   with at most 1 re-init within 150 steps, as before, AneuRisk C0015's lumen reached Dice 0.861
-   against the batch's 0.955, because the field was initialised while most of the vessel was still
-   dark and the hull never grew with it; with up to 5 re-inits (6 happened, frames 22-35) it reached
-   0.953. The cap was 5 until the AneuRisk lumen was found still growing past it. Fixed 24 steps per
-   frame, seed 0, with the cap at 5: 6 inits (frames 22-35), 2221 Gaussians (batch 4818), Dice 0.942,
-   velocity rel-L2 0.598. With the cap at 10: 8 inits, the last at frame 47, then none (the growth
-   stopped); 3419 Gaussians, Dice 0.954, velocity 0.588. With ``reinit_growth`` 1.15 as well: 10 inits
-   up to frame 55, Dice 0.958; not taken, since it re-initialises every preset more often. At the cap
-   of 10 the other 4-view presets (same replay) re-initialise as before, except stenosis70-4view (one
-   more, at frame 51: Dice 0.976, ΔP 2151 Pa); tube-biplane re-initialises twice. In a rotational run (more than 6 views) the init waits until the opacified views
-   span ``rot_init_span_deg`` of primary angle, and new views alone do not re-initialise.
-   An (re)initialisation costs 0.1-0.6 s on the 256² presets (over the budget: it is
-   the one frame that may exceed it; no step is forced after it). ``from_batch`` starts from a
-   batch result instead and never re-initialises.
-   On a 2-4 view run the hull's points are weighted by the batch fit's round-vessel prior
-   (``FitConfig.init_disc_window_mm``, 3 mm; ``recon.fit.disc_weights``; never on rotational runs):
-   two views carve a square section, and the short online fit kept its corners (tube-biplane:
-   radius 0.89-1.12 of its mean about the axis with a 90° period, the truth round). Benchmark
-   (``benchmarks/results/online.md``, 350 ms, 3 + 3 seeds, prior on both sides) against the even
-   hull on both sides (the run before): online Dice tube 0.927 -> 0.960, curved 0.883 -> 0.953,
-   AneuRisk 0.933 -> 0.943; 5 of 8 presets within 10 % of the batch on ΔP and velocity against 6
-   of 8 (the batch improved too, and its seeds scatter about as much as the bar; see the README).
-   Side runs with the prior on the online side only: ``online_disc.md`` (a first, least-squares
-   version of the weights: 4 of 8) and ``online_disc_ridge.md`` (3 presets).
-4. **Update**: Adam steps (the batch fit's loss and densify/prune schedule, counted from the
-   initialisation; its learning rates times max(``lr_floor``, 1 / (1 + steps / ``lr_decay_steps``)),
-   i.e. halved after 200 steps and a quarter from 600 on (a rotational run: ``rot_lr_decay_steps``,
-   600, see ``_set_lr``). The batch fit averages 8 frames per step
-   at constant rates; with one frame per step the iterate jittered about the optimum and the lumen
-   came out wider. Measured at 12 steps per frame against the batch, decayed / constant: tube ΔP
-   −3.2 % / −6.6 %, velocity rel-L2 0.098 / 0.082 against 0.098; eccentric ΔP +7.9 % / +15.6 %;
-   50 %, 70 % and bifurcation within 10 % either way) on a mini-batch of ``batch_frames`` frames: the new frame (when
-   opacified) plus random opacified frames, each with its own contrast scale and background plane
-   (``recon.fit.nuisance_fit``). With the default of one frame per step, every step of a frame's
-   budget fits that frame (random opacified frames when it is not opacified itself, or when its
-   view is washing out: net mass below ``lead_peak_frac`` (0.5) of the view's largest so far; then
-   random near-peak frames, see ``_near_peak``). A rotational run (one frame per angle) is the
-   exception: the new frame leads only the first step of its budget, and the other steps take
-   random opacified frames of the whole sweep, as the batch fit does (``recon.fit``): fitted only
-   on the newest frames, the steps see the last arc of the sweep (after the init at 90° of arc on
-   stenosis50-rotational, 41 frames over 63°). Measured there at 21 fixed steps per frame, seeds
-   0/1/2: ΔP 432/456/416 Pa (grade 50.4/51.1/49.6 %, Dice 0.963/0.963/0.964) with the new frame
-   leading every step; 375/392/366 Pa (48.9/49.3/48.8 %, Dice 0.952/0.952/0.950) leading the first
-   step only; batch seeds 0/1/2: 357/414/393 Pa (48.2/48.8/48.4 %, Dice 0.957/0.953/0.951);
-   360/381/364 Pa once ``recon.fit.keep_main_lumen`` removed the haze that seeds 1 and 2 had kept.
-   Measured on
-   stenosis50-biplane at 350 ms per frame (busy 2-core CPU; batch ΔP 365 Pa): 4 frames per
-   step: 200 steps, ΔP 531 Pa (1 run); 2 frames: 365-443 steps, 384-429 Pa (3 runs); 1 frame, the
-   new one: 581-701 steps, 338-366 Pa (4 runs); 1 frame, the new one only in a frame's first step
-   and random opacified ones after it: 688-706 steps, 427-474 Pa (4 runs). More steps matter, and
-   so, unexpectedly, does sweeping through the frames in acquisition order. Steps run until
-   ``latency_budget_s`` is used up: another step is taken only while the time spent plus the
-   running mean step time fits in the budget (at least ``min_steps``, except on a frame that
-   (re)initialised; at most ``max_steps``). A step that fails or leaves a non-finite parameter
-   rolls the geometry and the optimiser back to where the frame found them. The steps use every
-   core (``threads`` 0). On the idle 2-core CPU a step on a batch field took 27.5-38.8 ms with 1
-   thread and 15.9-25.8 ms with 2 (stenosis50-rotational 5310 and tube-biplane 4202 Gaussians);
-   in ``bench_online`` (idle), stenosis50-rotational took 23.4 and 23.2 steps per frame in two runs
-   with 2 threads against 18.0 with 1 (ΔP 391 and 387 against 410 Pa, batch 361); tube-biplane
-   20.0 and 24.2 against 20.5, eccentric60-4view 30.6 against 25.2. The default was 1 thread from
-   a measurement on a busy CPU, where 2 threads wait on each other; ``threads=1`` there. At a
-   33 ms budget (about one step per frame) 2 threads lengthened the tail: p95 over fitting frames
-   33-131 ms against 22-94 ms with 1 thread (``bench_online --budget-s 0.033``).
-   Batch-like steps after the last frame do not bring the online fit to the batch's: the two settle
-   in different local optima. Scratch runs replayed two presets at a fixed 35 steps per frame, then
-   took 200 steps of 8 random opacified frames each:
-   - stenosis50-biplane: ΔP 373 → 373 Pa at the decayed rates, and 373 → 376 and 379 → 383 Pa
-     (seeds 0/1) at the batch's constant rates; d_min 1.471 → 1.469 mm. Batch seed 0: 363 Pa,
-     1.479 mm, 3227 Gaussians against the online's 2539.
-   - aneurisk-4view: velocity rel-L2 0.555 → 0.555, Dice 0.946 → 0.946.
-   Two other attempts to move stenosis50-biplane did not help either (no consolidation; before:
-   373/379 Pa for seeds 0/1):
-   - densifying until 1200 steps (``FitConfig.densify_until``): 384/412 Pa;
-   - re-initialising later (``reinit_growth`` 1.1, ``max_reinit`` 12: a 6th init at frame 29, seed 0):
-     383 Pa.
-   Cycling the lead through the views was tried and not kept. Each step of a frame's budget fitted,
-   in turn, the new frame and the newest near-peak frame of each other view, instead of the new frame
-   in every step. stenosis50-biplane at a fixed 22 steps per frame, seeds 0/1:
-   - Dice rose 0.9695 / 0.9699 → 0.9737 / 0.9744;
-   - but the throat narrowed: d_min 1.454 / 1.452 → 1.393 / 1.379 mm (truth 1.5);
-   - so ΔP rose 388 / 392 → 458 / 468 Pa (batch seed 0: 363).
+1. **Validate** (``_check``): a frame with a bad view, image or time, a duplicate or one out of order
+   is skipped with an ``OnlineFrameWarning``, and the state is left exactly as it was.
+2. **Append** the frame, background median removed (as ``fit.batch.frame_targets``).
+3. **Initialise** (``_maybe_init``): Gaussians by back-projection once two views hold an opacified
+   frame, re-initialised while the bolus still fills the vessel. ``from_batch`` starts from a batch
+   result instead and never re-initialises.
+4. **Update** (``_update``): Adam steps on the batch fit's loss at decaying learning rates
+   (``_set_lr``), one frame per step, until ``latency_budget_s`` is spent; a failed step rolls the
+   state back to where the frame found it.
 
-Flow (``estimate``). Lumen occupancy (``recon.fit.lumen_occupancy``) → centerline (terminal stubs
-shorter than 3 radii dropped and single-daughter junctions joined, ``recon.centerline.prune_stubs``; thin ghost
-tails past the free ends cut, ``recon.centerline.trim_ghost_ends``; reversed when
-the bolus reaches its far end first) and stenosis
-grading → section areas → bolus-transit Q (``flow.transit``; timed upstream of the lesions
-with a jet; a junction's daughters share their parent's by Murray's law, see DAUGHTER_SPLIT) → ΔP
-along branch 0 by Poiseuille + Young–Tsai (``flow.reduced``) between the first and last sections
-1.5 equivalent radii inside its ends → FFR = (Pa − ΔP)/Pa with Pa = ``pa_mmhg`` (93 mmHg default).
-A narrowing counts as a lesion with a jet by its weight ``jet_weight``: 0 under ``YT_MIN_PERCENT`` = 30 %
-diameter stenosis, 1 from ``YT_FULL_PERCENT`` = 40 %, linear in between; across it ΔP is w · Young–Tsai
-+ (1 − w) · the Poiseuille integral of its sections, and Q is w · Q upstream of it + (1 − w) · Q on the
-whole vessel (the largest weight; ``estimate().transit["upstream_weight"]``), so that neither jumps
-when a fit's grade crosses a threshold. The grade that sets the weight is the milder of the inscribed
-sphere's and the section areas' (``lesion_jet_weight``, ``equivalent_stenosis_percent``): a flattened
-section with its area intact has no jet.
-Velocity and pressure fields: the quasi-Poiseuille field of the sections
-(``pinn.steady.poiseuille_guess``; its pressure is viscous only, the lesion loss is in ``dp_pa``);
-the PINN (``pinn.steady``, minutes per fit on this CPU) is not run online. This refresh costs
-seconds (12-17 s on stenosis50-biplane on the busy 2-core CPU; mostly voxelizing at 0.1 mm and the
-centerline), far over a per-frame budget, so it is *not* part of ``add_frame``'s budget: it runs
-when ``estimate()`` is called and the cached one is stale, or every ``flow_every`` frames inside
-``add_frame`` (that frame then takes longer; its time is reported in ``FrameReport.flow_seconds``).
-The outputs (``lumen``, ``estimate``, ``write_outputs``) use ``model()``: the running average of the
-iterates, not the last mini-batch iterate: the plain mean since the last (re)initialisation or
-densification until it spans ``ema_frames`` frames' worth of steps (4 by default: W = 4 × the running
-mean of the steps per frame, ~95 steps at the 350 ms budget on this CPU) but at least
-``ema_min_steps`` (20: at about one step per frame, the 30 fps budget here, 20 steps as with the
-earlier fixed 0.95 per step), then an exponential average with decay 1 − 1/W per step. Each step fits
-one frame, so the iterate jitters from frame to frame; a longer average is a steadier lumen, and a window counted in
-frames lags the data by the same number of frames whatever the budget. Fixed-step replays (seed 0,
-1 thread, 18-26 steps per frame; scratch) with a per-step decay of 0.95 (the earlier default, about
-one frame) → 0.995 (about 8 frames) against the seed-0 batch: tube-biplane velocity rel-L2 0.112 →
-0.099 (batch 0.099; 4 frames: 0.108, 6: 0.104), stenosis70-4view ΔP 2287 → 2198 Pa (2168),
-eccentric60-4view 628 → 643 Pa (693), stenosis50-biplane 355 → 361 Pa (366), stenosis50-rotational
-396 → 401 Pa (360; 0.99: 396), aneurisk-4view velocity 0.596 → 0.577 (0.555); curved and bifurcation
-velocity 0.231 → 0.236 (0.239) and 0.241 → 0.266 (0.287). Not 8 frames: on test_online's small tube
-(8 steps per frame, still converging at the last frame) 6 and 8 frames graded a false 24.5 % notch
-near the distal end (Dice 0.909 / 0.918 / 0.920 with 0 / 4 / 8 frames); 4 graded none.
+The outputs use ``model()``, a running average of the iterates. ``estimate()`` runs
+``flow.estimate.flow_on_lumen`` on its lumen: transit Q, Poiseuille + Young–Tsai ΔP, FFR with Pa =
+``pa_mmhg``, a quasi-Poiseuille field (the PINN is not run online). That takes seconds, so it runs
+outside the frame budget: in ``estimate()`` when stale, or every ``flow_every`` frames. Confidences
+in [0, 1] are heuristics, **not calibrated** against errors: geometry clip(1 − data_rel_l2 / 0.5, 0,
+1); Q's from the transit fit (``LumenFlow.summary``); velocity, ΔP and FFR Q's × geometry's.
 
-Confidence (each figure carries one in [0, 1]). A heuristic, **not calibrated** against errors:
-
-* geometry: clip(1 − data_rel_l2 / 0.5, 0, 1), the misfit of the field on the opacified frames;
-* Q: clip(1 − transit rel. residual / 0.3, 0, 1) · exp(−σ_Q/Q / 0.1) · coverage, σ_Q from the
-  transit fit's Jacobian (local, optimistic), coverage = the fitted inlet bolus's gamma CDF at the
-  newest frame (how much of the bolus passage has been seen);
-* velocity, ΔP, FFR: Q's confidence × geometry's (ΔP scales with Q and with radius⁻⁴).
-
-Snapshots (``snapshot``/``restore``): everything (frames, views, Gaussians, their running average,
-Adam moments, RNG,
-counters, history, the cached estimate) in one ``torch.save`` file, written to a temporary file
-and renamed into place; a restored fitter continues bit-exactly. The file is a pickle: restore only
-snapshots you wrote.
+Snapshots: the whole state in one ``torch.save`` file (a pickle: restore only snapshots you wrote);
+a restored fitter continues bit-exactly. Measurements: docs/decisions.md, "Online fitter: ...".
 """
 from __future__ import annotations
 
@@ -192,28 +64,29 @@ class OnlineFrameWarning(UserWarning):
 @dataclass(frozen=True)
 class OnlineConfig:
     """Knobs of ``OnlineFitter`` (see the module docstring). ``fit`` supplies the batch fit's learning
-    rates, initial lattice, scale prior and densify/prune schedule (steps counted from the init)."""
+    rates, initial lattice, scale prior, round-vessel prior and densify/prune schedule (steps counted
+    from the init). Measurements behind the defaults: docs/decisions.md, "Online fitter: ..."."""
 
     latency_budget_s: float = 0.35  # wall time per add_frame for the geometry update
-    min_steps: int = 1
-    max_steps: int = 200
+    min_steps: int = 1  # steps per frame at least (none forced after a (re)initialisation)
+    max_steps: int = 200  # ... and at most
     ema_frames: float = 4.0  # the outputs average the iterates of about this many frames (0: the raw iterate)
-    ema_min_steps: int = 20  # ... and of at least this many steps (module docstring, Flow)
+    ema_min_steps: int = 20  # ... and of at least this many steps (budgets of ~1 step per frame; see model())
     lr_decay_steps: int = 200  # learning rates x max(lr_floor, 1 / (1 + steps since init / this)); 0: constant
     lr_floor: float = 0.25
-    rot_lr_decay_steps: int = 600  # lr_decay_steps of a rotational run (see _set_lr)
-    batch_frames: int = 1  # frames rendered per step (see the module docstring: 1 measured best)
+    rot_lr_decay_steps: int = 600  # lr_decay_steps of a rotational run, which initialises late (see _set_lr)
+    batch_frames: int = 1  # frames rendered per step: the lead frame, then random opacified ones (see _update)
     lead_peak_frac: float = 0.5  # the new frame leads the steps while its mass >= this x its view's peak (0: always)
     frames_keep: float = 0.3  # a frame is a target when its mass >= this fraction of the brightest's
     init_snr: float = 20.0  # contrast-to-noise (p99.9 / 1.4826 MAD) for "opacified"
     reinit_growth: float = 1.3  # re-initialise when the smallest per-view net peak mass grew by this factor
-    max_reinit: int = 10
+    max_reinit: int = 10  # re-initialisations at most (see _maybe_init)
     rot_init_span_deg: float = 90.0  # rotational runs: the opacified views must span this arc before the init
     reinit_until_steps: int = 0  # re-initialise only within this many steps of the last init (0: any time)
     flow_every: int = 0  # frames between flow refreshes inside add_frame (0: only in estimate())
     lumen_mm: float = 0.1
     pa_mmhg: float = PA_AORTIC_MMHG
-    threads: int = 0  # torch threads during add_frame (0: every core; module docstring, Update)
+    threads: int = 0  # torch threads during add_frame (0: every core; 1 on a busy CPU, where 2 wait on each other)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -308,9 +181,9 @@ class OnlineEstimate:
 # ------------------------------------------------------------------------------------------------
 def _clean_for_init(images: torch.Tensor) -> torch.Tensor:  # [T, H, W] -> [T, H, W]
     """Targets for the back-projection: minus a least-squares background plane, and 0 where within 3
-    noise sigmas (1.4826 MAD) of it. Early in the bolus the peak is low and the smooth subtraction
-    residual and the noise pass the hull's coarse threshold in every view, which made the fine
-    lattice span most of the field of view (1.4 s instead of ~0.1 s on stenosis50-biplane)."""
+    noise sigmas (1.4826 MAD) of it. Early in the bolus the peak is low, and the smooth subtraction
+    residual and the noise would pass the hull's coarse threshold in every view and spread the fine
+    lattice over most of the field of view (docs/decisions.md, "Online fitter: re-initialisation")."""
     T, H, W = images.shape
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
     A = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1).T.double()  # [HW, 3]
@@ -527,6 +400,20 @@ class OnlineFitter:
         return m - floor[v]
 
     def _maybe_init(self) -> str:
+        """(Re)initialise the field by back-projection when due; returns "init", "reinit" or "".
+
+        Due once two views hold an opacified frame (contrast-to-noise p99.9 / (1.4826 MAD) >=
+        ``init_snr``), and again while the bolus fills the vessel, so that the hull grows with it: when
+        another view becomes opacified or the smallest per-view peak mass above the noise floor has
+        grown by ``reinit_growth`` (1.3), at most ``max_reinit`` (10) times (with ``reinit_until_steps``
+        > 0, only within that many steps of the last init). A rotational run (more than 6 views) waits
+        until the opacified views span ``rot_init_span_deg`` (90°) of primary angle, and new views
+        alone do not re-initialise it. The targets are the batch fit's composites of the frames so far
+        (``fit.batch.targets_from_study``; rotational: each opacified view's brightest frame), cleaned
+        by ``_clean_for_init``; on 2-4 views the hull is weighted by the round-vessel prior
+        (``FitConfig.init_disc_window_mm``, 3 mm; ``fit.batch.disc_weights``). An initialisation may
+        take longer than the frame's budget. Never after ``from_batch``. Measurements:
+        docs/decisions.md, "Online fitter: re-initialisation"."""
         if self.source.startswith("batch"):
             return ""
         op = self._opacified_views()
@@ -537,7 +424,7 @@ class OnlineFitter:
             op = {k: op[k] for k in (keys[int(i)] for i in np.linspace(0, len(keys) - 1, 16))}
         rotational = self._rotational
         if rotational:  # one view per frame: wait until the opacified views span a wide arc (the hull
-            # of two neighbouring angles is a long cylinder: 40000 Gaussians and 4 s per frame)
+            # of two neighbouring angles is a long cylinder, tens of thousands of Gaussians)
             ang = [self.views[v].primary_deg for v in op]
             if max(ang) - min(ang) < self.config.rot_init_span_deg:
                 return ""
@@ -577,7 +464,7 @@ class OnlineFitter:
 
     def _targets(self) -> np.ndarray:
         """Indices of the opacified frames: mass above the noise floor >= frames_keep x the brightest's
-        (``recon.fit.frame_targets`` uses the mass itself; with the floor, noise-only frames never pass)."""
+        (``fit.batch.frame_targets`` uses the mass itself; with the floor, noise-only frames never pass)."""
         m = self._net_masses()
         if not len(m) or not m.max() > 0:
             return np.zeros(0, int)
@@ -602,6 +489,20 @@ class OnlineFitter:
         return data + c.scale_weight * reg, data
 
     def _update(self, rep: FrameReport, t0: float) -> None:
+        """The frame's warm-started steps within the latency budget.
+
+        Each step renders ``batch_frames`` (1) frames, each with its own contrast scale and background
+        plane (``render.nuisance_fit``): first the new frame when it is opacified and near its view's
+        peak (``_near_peak``), then random opacified frames; without that lead, random opacified frames
+        near their own view's peak. So with one frame per step every step fits the new frame. A
+        rotational run (one frame per angle) lets the new frame lead only the first step and then fits
+        random frames of the whole sweep, as the batch fit does; fitted on the newest frames alone, its
+        steps would see only the last arc of the sweep. The batch fit's densify/prune schedule runs,
+        counted from the init. Another step is taken while the time spent plus the running mean step
+        time fits in ``latency_budget_s`` (at least ``min_steps``, except after a (re)initialisation;
+        at most ``max_steps``). A step that raises or leaves a non-finite parameter rolls the geometry,
+        the optimiser, the average and the RNG back to where the frame found them. Measurements:
+        docs/decisions.md, "Online fitter: frames per step" and "Online fitter: lead frame"."""
         rep.event = self._maybe_init()
         if self.field is None:
             return
@@ -610,17 +511,16 @@ class OnlineFitter:
             return
         c, fc = self.config, self.config.fit
         new = self.n_frames - 1
-        # the new frame is in every step's mini-batch (when opacified and near its view's peak), the
-        # rest are random opacified frames (module docstring: with 1 frame per step, this is what
-        # agrees with the batch); when it is washing out, random frames near their own view's peak
-        # (see _near_peak). The masses do not change during the steps: chosen once per frame.
+        # the lead and the pool, chosen once per frame (the masses do not change during the steps):
+        # the new frame leads when opacified and near its view's peak; otherwise random frames near
+        # their own view's peak (_near_peak)
         near = self._near_peak()
         if new in set(cand.tolist()) and near[new]:
             first, others = [new], [int(k) for k in cand if k != new]
         else:
             first = []
             others = [int(k) for k in cand if near[k]] or [int(k) for k in cand]
-        lead_steps = 1 if self._rotational else c.max_steps  # rotational: see the module docstring
+        lead_steps = 1 if self._rotational else c.max_steps  # rotational: the first step only (see above)
         backup = ([p.detach().clone() for p in self.field.parameters()], copy.deepcopy(self.opt.state_dict()),
                   self.steps_since_init, self.total_steps, self.gen.get_state(), self.step_time_s,
                   None if self.ema is None else [e.clone() for e in self.ema], self.ema_n)
@@ -674,17 +574,11 @@ class OnlineFitter:
 
     def _near_peak(self) -> np.ndarray:
         """[T] whether each frame so far is still near its view's peak: net mass at least
-        ``lead_peak_frac`` of the largest of its view so far (rotational runs: every frame is a new
-        view, so all are). Only such a new
-        frame leads every step's mini-batch; past that, the steps take random frames that are near
-        their own view's peak. A washing-out frame (the contrast leaves from the inlet), fitted on
-        its own for a whole frame's steps, erodes the proximal lumen. Measured at fixed steps per
-        frame (19-23, 14 on AneuRisk), Dice at 85 % of the frames, before -> after: tube 0.883 ->
-        0.930, 50 % 0.882 -> 0.931, eccentric 0.910 -> 0.964, AneuRisk 0.901 -> 0.955 (its flow
-        estimate there had a false 76.9 % lesion, 7837 Pa); at 70 % of the frames the dip is
-        unchanged (0.918 / 0.906 / 0.937 / 0.924); final Dice within 0.007 either way. At 0.9 the
-        70 % dip went too, but test_online's small tube (96², 8 steps per frame) then graded a false
-        21-26 % notch, which 0.5 leaves as it was (the rule never fires there)."""
+        ``lead_peak_frac`` (0.5) of the largest of its view so far (rotational runs: every frame is a
+        new view, so all are). Only such a new frame leads every step's mini-batch; past that, the steps
+        take random frames that are near their own view's peak. A washing-out frame (the contrast
+        leaves from the inlet), fitted on its own for a whole frame's steps, erodes the proximal
+        lumen. Measurements: docs/decisions.md, "Online fitter: lead frame"."""
         frac = self.config.lead_peak_frac
         m = self._net_masses()
         if frac <= 0 or self._rotational or not len(m):
@@ -695,17 +589,13 @@ class OnlineFitter:
         return m >= frac * peak[v]
 
     def _set_lr(self) -> None:
-        """The batch fit's learning rates, decayed with the steps since the (re)initialisation (see
-        ``OnlineConfig.lr_decay_steps``): one frame per step is a noisy gradient, and at the batch's
-        constant rates the iterate keeps jittering about the optimum, which blurs the field.
-
-        A rotational run decays more slowly (``rot_lr_decay_steps``, 600): it initialises only once
-        the sweep spans ``rot_init_span_deg`` (frame 92 of 133 on stenosis50-rotational), gets ~740
-        steps, and its throat was still opening at the last frame. Scratch fixed-step replays (18
-        steps per frame, seeds 0/1; batch seed 0: 360.5 Pa): ΔP at the last frame 362/396 Pa with
-        200 steps, 353/382 Pa with 600, and lower at every estimate from frame 126 on (391/403 ->
-        373/388 Pa); Dice 0.955/0.952 -> 0.951/0.948. Starting earlier instead (rot_init_span_deg
-        60, seed 0: 1098 steps) gave 410 Pa and Dice 0.946."""
+        """The batch fit's learning rates times max(``lr_floor``, 1 / (1 + steps since the
+        (re)initialisation / ``lr_decay_steps``)): halved after 200 steps, a quarter from 600 on. One
+        frame per step is a noisy gradient, and at the batch's constant rates the iterate keeps
+        jittering about the optimum, which blurs the field. A rotational run decays over
+        ``rot_lr_decay_steps`` (600): it initialises only once the sweep spans ``rot_init_span_deg``,
+        so it gets fewer steps, and its throat is still opening at the last frame. Measurements:
+        docs/decisions.md, "Online fitter: learning-rate decay"."""
         c, fc = self.config, self.config.fit
         n = c.rot_lr_decay_steps if self._rotational else c.lr_decay_steps
         k = 1.0 if not n else max(c.lr_floor, 1.0 / (1.0 + self.steps_since_init / n))
@@ -733,9 +623,12 @@ class OnlineFitter:
 
     def model(self) -> GaussianField | None:
         """The field the outputs use: the running (Polyak) average of the iterates since the last
-        (re)initialisation or densification: their plain mean until it spans ``ema_frames`` frames'
-        steps, then an exponential average over that window (module docstring, Flow); it removes the
-        mini-batch jitter of the last iterate. The iterate itself with ema_frames 0."""
+        (re)initialisation or densification, which removes the mini-batch jitter of the last iterate.
+        Their plain mean until it spans the window W = max(``ema_frames`` (4) × the running mean of
+        the steps per frame, ``ema_min_steps`` (20)) steps, then an exponential average with decay
+        1 − 1/W per step: a window counted in frames lags the data by the same number of frames
+        whatever the budget. The iterate itself with ema_frames 0. Measurements: docs/decisions.md,
+        "Online fitter: running average"."""
         if self.field is None or self.ema is None:
             return self.field
         m, ls, q, ra = self.ema
@@ -852,7 +745,8 @@ class OnlineFitter:
         }
 
     def snapshot(self, path: str | os.PathLike) -> Path:
-        """Write the whole state to ``path`` atomically (temporary file, then rename)."""
+        """Write the whole state to ``path`` atomically (temporary file, then rename): frames, views,
+        Gaussians, their running average, Adam moments, RNG, counters, history, the cached estimate."""
         from ..io.atomic import atomic_file
 
         path = Path(path)

@@ -10,7 +10,7 @@ Poiseuille integral of its measured sections (``flow.reduced``), and the flow es
 upstream of it with the same weight (``flow.estimate``), so that neither jumps when a fit's grade
 crosses a threshold. The grade that sets the weight is the milder of the inscribed sphere's and the
 section areas' (``equivalent_stenosis_percent``): a section flattened with its area intact has no
-jet. Measurements behind the thresholds: docs/decisions.md.
+jet. Measurements behind the thresholds: docs/decisions.md, "The jet gate".
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ YT_FULL_PERCENT = 40.0  # ... and from which Young–Tsai applies in full (weigh
 
 def jet_weight(percent_diameter_stenosis: float) -> float:
     """How much a graded narrowing counts as a lesion with a jet: 0 below ``YT_MIN_PERCENT``, 1 from
-    ``YT_FULL_PERCENT``, linear in between (see YT_FULL_PERCENT)."""
+    ``YT_FULL_PERCENT``, linear in between (module docstring; docs/decisions.md, "The jet gate")."""
     return float(np.clip((percent_diameter_stenosis - YT_MIN_PERCENT) / (YT_FULL_PERCENT - YT_MIN_PERCENT), 0.0, 1.0))
 
 

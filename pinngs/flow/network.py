@@ -6,7 +6,8 @@
 A junction's daughters share their parent's flow by Murray's law (``DAUGHTER_SPLIT`` = "murray"):
 in proportion to r³ of each daughter's median measured radius r = sqrt(median area / π), which
 conserves mass at the junction. "transit" keeps a daughter's own bolus-transit Q where it is
-positive and no more than its parent's (measured against the Murray split: docs/decisions.md).
+positive and no more than its parent's (measured against the Murray split: docs/decisions.md,
+"Murray split of daughters").
 
 The quasi-Poiseuille field: at each point the parabolic profile of the nearest centerline point's
 section (equivalent radius sqrt(A/π), the branch's flow), and the Poiseuille gradient 8πμQ/A²
@@ -27,7 +28,7 @@ from ..polyline import arc_length, tangents
 from ..units import MU_BLOOD_PA_S
 
 Daughters = Literal["murray", "transit"]
-DAUGHTER_SPLIT: Daughters = "murray"
+DAUGHTER_SPLIT: Daughters = "murray"  # the default split rule (module docstring)
 
 
 def split_flows(q_transit_mm3_s: list[float], parents: list[int], areas_mm2: list[np.ndarray],
@@ -91,8 +92,8 @@ class Domain:
 def branch_flows(q_mm3_s: list[float], parents: list[int], areas_mm2: list[np.ndarray]) -> list[float]:
     """Flow rate per branch: the given ones, and for daughters without one (NaN or <= 0) the rest of
     their parent's split by Murray's law (r³ with r = sqrt(median area / π)). A daughter's given flow
-    that exceeds its parent's (mass conservation says it cannot; a transit fit on a short spurious
-    branch of a 2-view reconstruction gave 2.9 ml/s under a 1.1 ml/s parent) is treated as missing."""
+    that exceeds its parent's is treated as missing: mass conservation says it cannot, and a transit
+    fit on a short spurious branch can time one (docs/decisions.md, "Murray split of daughters")."""
     q = [float(v) for v in q_mm3_s]
     if not math.isfinite(q[0]) or q[0] <= 0:
         raise ValueError(f"build_domain: the inlet branch needs a positive flow rate, got {q[0]}")

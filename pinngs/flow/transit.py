@@ -5,17 +5,12 @@
 
 Time-intensity curves. For every centerline point (every ``step_mm``) and every view, the DSA line
 integral is summed over a strip across the projected vessel (± ``strip_radii`` projected radii,
-normal to the projected centerline). That sum is proportional to the cross-section integral of the
-concentration, K(s) · c̄(s, t), with a factor K(s) (attenuation, magnification, obliquity) that does not
-depend on time. Points where the vessel is foreshortened in a view, or whose strip crosses another
-part of the vessel, are not used in that view.
-
-Rotational sweeps have one frame per angle, so no view has a time series of its own. Their frames
-are pooled into one curve per point, each frame's strip integral divided by the gain of its view,
-(px per mm at the point) / side, where side is the sine of the angle between the vessel and the ray:
-the fan of rays through the strip cuts the vessel obliquely, with area A / side. What is left is
-proportional to c̄(s, t) from every angle (on a filled tube the pooled curve is flat to 0.5 %, against
-1.6 % for the raw sums; tests/test_transit.py).
+normal to the projected centerline): K(s) · c̄(s, t), the concentration's cross-section integral
+times a factor K(s) (attenuation, magnification, obliquity) constant in time. Points foreshortened
+in a view, or whose strip crosses another part of the vessel, are not used in that view. A
+rotational sweep (one frame per angle) pools its frames into one curve per point, each strip integral
+divided by its view's gain, (px per mm at the point) / side, with side the sine of the angle between
+the vessel and the ray (the fan of rays cuts the vessel obliquely, area A / side).
 
 Transit model. Along a vessel of cumulative volume V(s) from the inlet, a laminar (Poiseuille-like)
 profile carries the inlet bolus c_in(t) so that the section-averaged concentration is
@@ -26,69 +21,12 @@ profile carries the inlet bolus c_in(t) so that the section-averaged concentrati
 than the centre's 1/w is 1 − w). For a daughter branch τ_m is its parent's at the junction plus its
 own V/(2 Q_daughter). c_in is a gamma variate (t0, α, β); K(s) and a baseline b(s) are fitted in
 closed form per curve (variable projection), and (t0, α, β, Q per branch) by non-linear least
-squares (scipy). A plug-flow model (c̄ = c_in(t − V/Q)) is available for comparison.
+squares (scipy), then once more with each view weighted by 1 / the RMS of its residuals
+(``fit_transit(view_weights=True)``). A plug-flow model (c̄ = c_in(t − V/Q)) is available for comparison.
 
-Per-view weights (``fit_transit(view_weights=True)``, the default). The views can disagree: on AneuRisk
-C0015, fitted alone on a batch lumen's curves, they gave Q 837 / 833 / 460 / 1106 mm³/s with residuals
-0.29 / 0.11 / 0.43 / 0.10. So after the least-squares fit each view is weighted by 1 / the RMS of its own
-residuals, and the fit is repeated once (feasible generalised least squares). Measured with
-``online.flow_on_lumen`` on each lumen (scratch):
-- aneurisk-4view: batch seeds 0/1/2, Q 890 / 926 / 913 → 1055 / 1042 / 1032 (truth 1000); an online fit
-  (fixed 35 steps per frame) 1050 → 1139. The spread between the four lumens falls from 18 % to 10 %.
-- The 7 synthetic presets: the 21 batch lumens move Q by 0.2 % at most, ΔP by 4 Pa at most
-  (stenosis70-4view seed 1, 2175 → 2171). A rotational sweep has one pooled view, so nothing moves.
-- A test with a clean view at Q 1000 and a noisy view timed as Q 500: unweighted 716, weighted 912.
-The weights cannot tell which of two equally clean views is right. On model curves, a second view
-timed as Q 600 with little noise gives 757 unweighted and 771 weighted.
-
-Bias on the synthetic presets. On the simulator's own lumen and centerline the fit gives Q 889-985 on
-six of the seven synthetic presets, and 1054 on curved-biplane (truth 1000; ``bench_online``'s "true
-lumen" table). Most of the tube's bias is in the simulated transport, not in the projections or the
-curves (scratch):
-- On noise-free section means c̄(s, t), computed directly from the simulator's arrival-time field
-  (``truth/concentration.npz``; every 1/15 s from 0 to 4 s), tube-biplane gives Q 946 (residual 0.021); through the
-  projections it gives 936. The model's own curves at Q 1000 give 1000.0.
-- The simulated flow carries its Q: the trilinear-interpolated velocity has a flux of 994 mm³/s through
-  sections at 10, 20 and 30 mm.
-- At s = 5, 20 and 35 mm the arrival times match s / u(r) of Poiseuille within 6 % up to r = 1.0 mm
-  (R 1.5). At r = 1.2 mm they are within 10 % (0.054 against 0.049 s at s = 5 mm).
-- In the last flow voxel (0.2 mm) at the wall, the streamlines are not traced (τ = inf). The
-  simulator's mixing fill sets τ there instead: at s = 20 mm, r = 1.35 mm, 0.261 s against the
-  laminar 0.372 s.
-So that layer fills earlier than laminar transport would.
-
-Known limit: a tortuous real vessel. On the 7 synthetic presets the fit's relative residual is
-0.08-0.09 and Q moves by under 5 % between the centerlines of different fits of one study. On AneuRisk
-C0015 (aneurisk-4view: a real ICA, 3D tetrahedral Navier-Stokes with mixing) it is 0.22-0.32, and Q
-depends on the centerline. The figures from here on were measured before the per-view weights. On one
-lumen, the truth's occupancy for the areas, the laminar fit gave:
-- Q 1031 mm³/s on an online fit's centerline (fixed 35 steps per frame, seed 0);
-- Q 885 on the batch fit's (seed 0);
-- Q 1299 on the simulator's own centerline;
-- the truth is 1000.
-The four views disagree: per view on the batch centerline, 837 / 833 / 460 / 1106 (residual
-0.29 / 0.11 / 0.43 / 0.10).
-Three scratch changes were tried and not kept:
-- a robust loss (soft_l1, f_scale 0.05), each fit on its own lumen: batch seeds 890 / 926 / 913 →
-  1035 / 1050 / 1030, the online fit 1050 → 1112; the simulator's centerline (truth areas) 1299 → 1380;
-  under 0.5 % on the synthetic presets' batch lumens (3 seeds each);
-- a blunter power-law profile, u ∝ 1 − (r/R)^n with n 2 → 10, on the batch lumen (seed 0): Q 890 → 969,
-  the residual unchanged (0.273 → 0.271);
-- dropping the curves within 2 radii of the ends (truth areas): batch centerline 885 → 986, online
-  1031 → 1033, the simulator's 1299 → 1275.
-Where the centerline starts matters too. The fitted c_in is the bolus at the first point, and the
-model has no volume upstream of it. So a start inside the vessel raises Q. On tube-biplane, with the
-truth's areas, trimming the simulator's centerline at the inlet by 0 / 2 / 4 / 8 mm gave Q 936 / 987 /
-1048 / 1159 (AneuRisk: 1299 / 1401 / 1477 / 8632). A free upstream volume V0 >= 0 added to every
-point's volume was tried and not kept:
-- on the trimmed tube it held Q at 936 / 964 / 944 / 953;
-- on the tube's batch lumens (seeds 1 and 2) it moved Q 941 -> 879 and 894 -> 834 (V0 stayed near its
-  first guess);
-- on AneuRisk V0 went to its bound 0, so Q did not change.
-The reconstructed centerlines start within 0.4 mm of one another on both presets (online and
-batch seeds; scratch). The start is not what separates the online and batch Q on AneuRisk.
-Q's confidence in ``pinngs.online`` reflects this through the residual: 0.18 on AneuRisk against
-0.58-0.67 on the other presets (``benchmarks/results/online.json``).
+Known limits: on a tortuous real vessel (AneuRisk C0015) the residual is high and Q depends on the
+centerline and on where it starts (the model has no volume upstream of its first point); Q's
+confidence follows the residual. Measurements: docs/decisions.md, "Transit flow rate: ..." sections.
 """
 from __future__ import annotations
 
@@ -132,8 +70,8 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     radius, which underestimates it wherever the section is not a circle (2-view reconstructions
     tend to round squares). That underestimate is a floor, though: a plane through the centre of the
     maximum inscribed sphere cuts its great disk, so the area is never below π R². Where the voxels
-    went to another branch's points (near a junction: a short side branch collected ~0 mm², and
-    its quasi-Poiseuille velocity came out at 3 m/s) the floor π R² is used.
+    went to another branch's points (near a junction, where a short side branch can collect almost
+    nothing; docs/decisions.md, "Section areas") the floor π R² is used.
     """
     from scipy.spatial import cKDTree
 
@@ -156,8 +94,8 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     off = np.abs(((xyz - P[k]) * T[k]).sum(1))
     ok = off <= 0.5 * DS[k] + 1e-9  # beyond a branch end (the caps) nothing is collected
     area = np.bincount(k[ok], weights=w[ok], minlength=len(P)) * spacing_mm ** 3 / DS
-    # a slab one point spacing thick holds few voxel layers (aliasing: ±5 % from point to point on a
-    # straight tube at h = 0.15 mm): smooth along the branch over σ = 2 voxels
+    # a slab one point spacing thick holds few voxel layers (aliasing from point to point; see
+    # docs/decisions.md, "Section areas"): smooth along the branch over σ = 2 voxels
     from scipy.ndimage import gaussian_filter1d
 
     out, i = [], 0
@@ -378,17 +316,16 @@ def upstream_of_lesions(curves: Curves, lesions: list[dict], margin_mm: float = 
     (from ``margin_mm`` before its start), including the lesion's branch's descendants.
 
     Downstream of a stenosis the jet and its recirculation zone fill slowly: the lumen volume there is
-    not all carrying the flow, and volume/transit underestimates Q (measured: -25 % on the 50 %
-    biplane preset with the whole vessel, -9 % proximal only). lesions: grade_stenosis dicts
-    (branch, percent_diameter_stenosis, start_arc_mm: arc from the inlet, arc_in_branch_mm).
+    not all carrying the flow, and volume/transit underestimates Q. lesions: grade_stenosis dicts
+    (branch, percent_diameter_stenosis, start_arc_mm: arc from the inlet, arc_from_inlet_mm,
+    arc_in_branch_mm).
 
-    Narrowings milder than ``min_percent`` (30 %, from which ``online.flow_on_lumen`` fades Young–Tsai
-    in and blends this Q with the whole vessel's, ``online.jet_weight``) cut nothing: a 20-26 %
-    "lesion" that the grading finds on a real vessel's natural calibre changes (AneuRisk C0015) came
-    and went between fits, and where it lay near the inlet it left 12-14 of ~120 curves. Online
-    fixed-step replays of that preset then gave Q 892-900 mm³/s with the cut and 810-854 without it,
-    and one benchmark run's last estimate 1179 (the batch: 794; both on a study from an older
-    simulator); Q jumped with the grade of a narrowing that has no jet.
+    Narrowings milder than ``min_percent`` (30 %; ``pinngs.flow.estimate.flow_on_lumen`` passes
+    ``pinngs.flow.lesions.YT_MIN_PERCENT``, from which it fades Young–Tsai in and blends this Q with
+    the whole vessel's by ``pinngs.flow.lesions.jet_weight``) cut nothing: a mild narrowing graded on
+    a real vessel's natural calibre changes comes and goes between fits, and Q would jump with the
+    grade of a narrowing that has no jet. Measurements: docs/decisions.md, "Transit flow rate: curves
+    downstream of a lesion".
     """
     if not 0 <= min_percent <= 100:  # also refuses NaN
         raise ValueError(f"upstream_of_lesions: min_percent (% diameter stenosis) must be in [0, 100], got {min_percent}")
@@ -419,15 +356,17 @@ def fit_transit(curves: Curves, model: TransitModel = "laminar", joint: bool = F
     """Q per branch from the curves (see the module docstring).
 
     By default each branch is fitted on its own, with its own inlet bolus (a daughter's inlet is its
-    parent's dispersed outflow, which a gamma variate fits): the joint model, where a daughter's
-    transit continues its parent's laminar profile, biased the parent's Q by +48 % on the Murray
-    bifurcation preset (branch 0 alone: -9 %). ``joint=True`` keeps that model. Branches with fewer
-    than 4 curves get NaN. ``bolus`` and ``rel_residual`` are branch 0's.
+    parent's dispersed outflow, which a gamma variate fits). ``joint=True`` keeps the joint model,
+    where a daughter's transit continues its parent's laminar profile; it biased the parent's Q on
+    the bifurcation preset (docs/decisions.md, "Transit flow rate: one fit per branch"). Branches
+    with fewer than 4 curves get NaN. ``bolus`` and ``rel_residual`` are branch 0's.
 
     ``view_weights`` (default): after the least-squares fit, each view's residuals are weighted by
-    1 / their own RMS and the fit is repeated once from its result. A view that the model fits badly
-    counts less (on AneuRisk C0015, views 0 and 2; module docstring); with equally good views nothing
-    changes. A rotational sweep's pooled curves are one view. ``rel_residual`` stays the unweighted one.
+    1 / their own RMS and the fit is repeated once from its result (feasible generalised least
+    squares). A view that the model fits badly counts less; with equally good views nothing changes,
+    and the weights cannot tell which of two equally clean views is right. A rotational sweep's
+    pooled curves are one view. ``rel_residual`` stays the unweighted one. Measurements:
+    docs/decisions.md, "Transit flow rate: per-view weights".
     """
     if model not in ("laminar", "plug"):
         raise ValueError(f"fit_transit: model must be 'laminar' or 'plug', got {model!r}")

@@ -192,7 +192,7 @@ def fit_steady_flow(dom: Domain, config: SteadyConfig | None = None, progress: b
         out0 = max((i for i, s in enumerate(secs) if s.branch == 0), key=lambda i: secs[i].arc_mm)
         opt = torch.optim.Adam(net.parameters(), lr=c.lr)
         # warm-up: a fresh Adam's first steps move every weight by ~lr at once (sign steps), which
-        # undid the supervised start (velocity rel-L2 to the start 0.02 -> 0.20 after one step)
+        # undoes the supervised start (docs/decisions.md, "Steady PINN")
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(c.warmup_steps, 1)) * (
             0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, c.steps) / max(c.steps, 1)))))
         for step in tqdm(range(c.steps), desc="flow: physics" if c.physics else "flow: no physics",
@@ -243,8 +243,8 @@ def dp_work_energy(res: SteadyResult, dom: Domain, sec_a: Section, sec_b: Sectio
         Q ΔP = Φ − (K_a − K_b),   Φ = ∫ 2μ ε:ε dV,   K = ∫ ½ρ|u|² u·n dA
 
     over the lumen between two sections of one branch. Φ needs only first derivatives of u, which a
-    PINN fits far better than the Laplacian its own pressure depends on (tube: PINN pressure −29 %,
-    see the tests). Interior points are lumen voxel centres (weight h³, rescaled when subsampled)
+    PINN fits far better than the Laplacian its own pressure depends on (docs/decisions.md, "Steady
+    PINN"). Interior points are lumen voxel centres (weight h³, rescaled when subsampled)
     whose nearest centerline point lies on the sections' branch between the two arcs.
     Returns {"dp_pa", "dissipation_w", "kinetic_flux_a", "kinetic_flux_b", "q_mm3_s"} (W = g·mm²/s³ here).
     """

@@ -1,56 +1,30 @@
 r"""Independent X-ray projector of the simulator: ray-marched line integrals of a voxel μ volume,
-and the DSA noise model.
+and the DSA noise model (``add_noise``).
 
-No inverse crime
-----------------
-The reconstruction renders Gaussians with the project's own rasterizer (``pinngs.ops``,
-``pinngs.render``, ``pinngs.field``, the compiled ``pinngs._C``). Synthetic data made with that same
-code would share its discretisation, its approximations and its bugs, so a reconstruction could look
-perfect for the wrong reason (the "inverse crime"). This module therefore shares **no** code with
-the rasterizer: the phantom is a voxel grid rather than Gaussians, the projector is a ray marcher
-written in warp-lang rather than a splatting kernel, and the only thing imported from the project is
-the C-arm geometry :class:`pinngs.geometry.CArmView` (which both sides must agree on by definition).
+No inverse crime: synthetic data made with the reconstruction's own rasterizer (``pinngs.ops``,
+``pinngs.render``, ``pinngs.field``, ``pinngs._C``) would share its discretisation, approximations and
+bugs, so a reconstruction could look perfect for the wrong reason. This module shares **no** code
+with it: the phantom is a voxel grid rather than Gaussians, the projector a ray marcher in warp-lang
+rather than a splatting kernel; only :class:`pinngs.geometry.CArmView` is shared, by definition.
 
-Method
-------
-``project_volume`` computes, for every pixel of every view, the line integral
+``project_volume`` computes, for every pixel of every view, p = ∫ μ(source + s·d) ds (d the unit
+direction from the source to the pixel centre), one warp thread per pixel:
 
-    p = ∫ μ(source + s·d) ds        (d the unit direction from the source to the pixel centre)
-
-of the attenuation μ (mm⁻¹) given on a regular grid. One warp thread handles one pixel:
-
-1. **Field.** μ is sampled at the voxel centres ``origin_mm + index * spacing_mm`` (array index
-   order (x, y, z), world frame DICOM LPS, mm) and reconstructed with trilinear interpolation; samples
-   outside the array count as zero, so the continuous field ramps to zero over the one voxel beyond
-   the outermost centres and is exactly zero outside the box ``[origin - spacing, origin + n·spacing]``.
+1. **Field.** μ (mm⁻¹) is sampled at the voxel centres ``origin_mm + index * spacing_mm`` (index
+   order (x, y, z), world frame DICOM LPS, mm) and interpolated trilinearly; samples outside the
+   array are zero, so the field ramps to zero over the voxel beyond the outermost centres and is
+   exactly zero outside the box ``[origin - spacing, origin + n·spacing]``.
 2. **Clipping.** The ray is intersected with that box by the slab method, giving [t0, t1].
-3. **Marching.** [t0, t1] is cut into ``N = ceil((t1 - t0) / step_mm)`` equal steps (so the step used
-   is at most ``step_mm`` and the interval is covered exactly) and the field is summed with the
-   midpoint rule times the step. The field vanishes at both ends of the interval, so no end
-   correction is needed.
-4. Ray geometry (source, direction, slab, sample positions) is done in float64, so a source ~1 m from
-   a 0.02 mm grid is placed without round-off; μ samples and the result are float32.
+3. **Marching.** [t0, t1] is cut into ``N = ceil((t1 - t0) / step_mm)`` equal steps and summed by
+   the midpoint rule; the field vanishes at both ends, so no end correction is needed.
+4. Ray geometry is float64 (a source ~1 m from a 0.02 mm grid is placed without round-off); μ
+   samples and the result are float32.
 
-Step choice: the default step is half the smallest voxel spacing. Along a ray the trilinear field is
-a piecewise cubic with kinks where the ray crosses voxel-centre planes; two or more samples per voxel
-keep the midpoint-rule error well below the partial-volume error of the voxelisation itself (for a
-smooth field the error is O(step²)). A smaller step costs time linearly and buys little.
-
-One volume per call: the caller passes the μ volume of one time frame together with all the views
-acquired at (or treated as) that instant, and loops over frames for a dynamic sequence.
-
-Devices: ``device="cpu"`` (warp's CPU backend, single-threaded) or ``"cuda"``/``"cuda:N"`` (needs a
-CUDA GPU; a clear ``RuntimeError`` is raised when none is available). warp is imported and
-initialised lazily on the first call, quietly (``wp.config.quiet = True``, and ``log_level`` raised to
-warnings for warp >= 1.19, which replaced ``quiet``). On a machine without a CUDA driver warp's native
-library still prints one "Could not find or load the NVIDIA CUDA driver" line to stderr at init; that
-comes from C code and cannot be switched off from Python.
-
-Noise
------
-``add_noise`` applies the DSA noise model: Poisson photon counts in the contrast (fill) frame and an
-independent noisy mask frame, log subtraction, Gaussian detector blur, and a smooth additive
-subtraction residual (see its docstring).
+The default step, half the smallest voxel spacing, keeps the midpoint-rule error (O(step²) for a
+smooth field; the trilinear field is piecewise cubic along a ray) well below the voxelisation's own
+partial-volume error; a smaller step costs time linearly and buys little. One volume per call: the
+caller loops over the time frames of a dynamic sequence. Devices: warp's CPU backend or a CUDA GPU
+(see ``project_volume``).
 """
 from __future__ import annotations
 
@@ -67,7 +41,11 @@ _WARP = {}  # lazily built: {"wp": module, "kernel": Kernel}
 
 
 def _warp():
-    """Import and initialise warp on first use (quietly), and build the kernel once."""
+    """Import and initialise warp on first use (quietly), and build the kernel once.
+
+    Quiet: ``wp.config.quiet`` (warp < 1.19) and ``log_level`` raised to warnings (warp >= 1.19). On a
+    machine without a CUDA driver warp's native library still prints one "Could not find or load the
+    NVIDIA CUDA driver" line to stderr at init; that comes from C code (docs/decisions.md, "Projector")."""
     if "kernel" in _WARP:
         return _WARP["wp"], _WARP["kernel"]
     import warp as wp
@@ -191,7 +169,8 @@ def project_volume(mu: np.ndarray, origin_mm, spacing_mm, views: Sequence[CArmVi
         step_mm: ray-marching step, mm; default half the smallest voxel spacing. The step actually
             used per ray is the largest step <= step_mm that divides the ray's path through the grid
             box into equal parts.
-        device: "cpu" or "cuda" / "cuda:N" (warp device).
+        device: "cpu" (warp's CPU backend, single-threaded) or "cuda" / "cuda:N" (needs a CUDA GPU;
+            RuntimeError when none is available). warp is imported and initialised on the first call.
 
     Returns:
         [V, H, W] float32 line integrals (dimensionless, μ·mm).
