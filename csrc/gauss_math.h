@@ -39,6 +39,8 @@
 
 #include <cmath>
 
+#include "config.h"
+
 namespace pinngs {
 
 #ifndef __CUDACC__
@@ -252,6 +254,47 @@ PINNGS_HD void bound_one(const double p[9], double k, int W, int H, int rect[4])
     fx1 = fmin(fx1, double(W)); fy1 = fmin(fy1, double(H));
     if (fx1 <= fx0 || fy1 <= fy0) { rect[0] = rect[1] = rect[2] = rect[3] = 0; return; }
     rect[0] = int(fx0); rect[1] = int(fy0); rect[2] = int(fx1); rect[3] = int(fy1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-view preprocessing of one (view v, Gaussian i) pair, and its backward for one Gaussian
+// over all views: the bodies the CPU loop (project_cpu.cpp) and the CUDA thread (project.cu) share.
+// Inputs as the kernels get them: views [V, VIEW_FLOATS], means [N, 3], precisions [N, 6] (float);
+// double precision inside (the bound's conic cancels for Gaussians long along the ray).
+PINNGS_HD void project_pair_fwd(int v, int i, int N, const float *views, const float *means,
+                                const float *precis, int W, int H, double k, float *params,
+                                int *rects) {
+    const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
+    const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
+    double P[6];
+    for (int j = 0; j < 6; ++j) P[j] = precis[6 * i + j];
+    double raw[9], p[PINNGS_PARAMS];
+    project_one(view, m, P, raw);
+    condition(raw, p);
+    const long long o = (long long)v * N + i;
+    for (int j = 0; j < PINNGS_PARAMS; ++j) params[PINNGS_PARAMS * o + j] = float(p[j]);
+    bound_one(raw, k, W, H, rects + 4 * o);
+}
+
+// Gradients of one Gaussian's mean and precision from its V views' parameter gradients
+// v_params [V, N, PINNGS_PARAMS]; each Gaussian sums its own views, so no two writers collide.
+PINNGS_HD void project_gaussian_bwd(int V, int N, int i, const float *views, const float *means,
+                                    const float *precis, const float *v_params, float *v_means,
+                                    float *v_precis) {
+    const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
+    double P[6];
+    for (int j = 0; j < 6; ++j) P[j] = precis[6 * i + j];
+    double gm[3] = {0, 0, 0}, gP[6] = {0, 0, 0, 0, 0, 0};
+    for (int v = 0; v < V; ++v) {
+        const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
+        double raw[9], g[PINNGS_PARAMS], graw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+        project_one(view, m, P, raw);
+        for (int j = 0; j < PINNGS_PARAMS; ++j) g[j] = v_params[PINNGS_PARAMS * ((long long)v * N + i) + j];
+        condition_bwd(raw, g, graw);
+        project_one_bwd(view, m, P, graw, gm, gP);
+    }
+    for (int j = 0; j < 3; ++j) v_means[3 * i + j] = float(gm[j]);
+    for (int j = 0; j < 6; ++j) v_precis[6 * i + j] = float(gP[j]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-// Per-view preprocessing on CUDA: one thread per (view, Gaussian); double precision inside, as on
-// the CPU, because the conservative bound's conic cancels for Gaussians long along the ray.
+// Per-view preprocessing on CUDA: one thread per (view, Gaussian) forward, one per Gaussian
+// backward; the bodies are gauss_math.h's project_pair_fwd / project_gaussian_bwd, as on the CPU.
 #include "config.h"
 #include "cuda_common.cuh"
 #include "kernels.h"
@@ -12,16 +12,7 @@ __global__ void project_fwd_kernel(int V, int N, const float *views, const float
                                    int32_t *rects) {
     const long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (o >= (long long)V * N) return;
-    const int v = int(o / N), i = int(o % N);
-    const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
-    const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
-    double P[6];
-    for (int j = 0; j < 6; ++j) P[j] = precis[6 * i + j];
-    double raw[9], p[PINNGS_PARAMS];
-    project_one(view, m, P, raw);
-    condition(raw, p);
-    for (int j = 0; j < PINNGS_PARAMS; ++j) params[PINNGS_PARAMS * o + j] = float(p[j]);
-    bound_one(raw, k, W, H, rects + 4 * o);
+    project_pair_fwd(int(o / N), int(o % N), N, views, means, precis, W, H, k, params, rects);
 }
 
 __global__ void project_bwd_kernel(int V, int N, const float *views, const float *means,
@@ -29,20 +20,7 @@ __global__ void project_bwd_kernel(int V, int N, const float *views, const float
                                    float *v_precis) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) return;
-    const double m[3] = {means[3 * i], means[3 * i + 1], means[3 * i + 2]};
-    double P[6];
-    for (int j = 0; j < 6; ++j) P[j] = precis[6 * i + j];
-    double gm[3] = {0, 0, 0}, gP[6] = {0, 0, 0, 0, 0, 0};
-    for (int v = 0; v < V; ++v) {
-        const View<double> view = View<double>::load(views + v * VIEW_FLOATS);
-        double raw[9], g[PINNGS_PARAMS], graw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-        project_one(view, m, P, raw);
-        for (int j = 0; j < PINNGS_PARAMS; ++j) g[j] = v_params[PINNGS_PARAMS * ((long long)v * N + i) + j];
-        condition_bwd(raw, g, graw);
-        project_one_bwd(view, m, P, graw, gm, gP);
-    }
-    for (int j = 0; j < 3; ++j) v_means[3 * i + j] = float(gm[j]);
-    for (int j = 0; j < 6; ++j) v_precis[6 * i + j] = float(gP[j]);
+    project_gaussian_bwd(V, N, i, views, means, precis, v_params, v_means, v_precis);
 }
 
 void project_fwd_cuda(int V, int N, const float *views, const float *means, const float *precis,
