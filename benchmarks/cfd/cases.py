@@ -9,7 +9,7 @@ A case is a vessel, a flow rate and a fluid, plus how its reference is obtained:
 * ``axisymmetric`` : ``pinngs.simulate.cfd.solve_axisymmetric`` (scikit-fem Taylor-Hood P2-P1,
                      steady Navier-Stokes) on three meshes; the finest is the reference and the ΔP
                      change between the two finest is the convergence figure (must be ≤ 2 %).
-* ``tet``          : ``pinngs.simulate.cfd3d.solve_tet`` (3D Taylor-Hood on tetrahedra) on three
+* ``tet``          : ``pinngs.flow.fem.solve_tet`` (3D Taylor-Hood on tetrahedra) on three
                      meshes (elements per radius), same convergence rule; "reference pending" while that module is
                      not in the tree.
 
@@ -34,7 +34,7 @@ from pinngs.simulate.phantoms import Branch, Phantom, aneurisk_vessel, bifurcati
 from pinngs.simulate.presets import BIPLANE, DATA, FOUR, PRESETS, Acquisition, Preset
 
 CONVERGENCE_TOL_PERCENT = 2.0  # issue 6: ΔP change between the two finest meshes
-# 3D meshes: elements per local radius (cfd3d.mesh_lumen), coarse -> fine. P2 velocity on a curved
+# 3D meshes: elements per local radius (flow.fem.mesh_lumen), coarse -> fine. P2 velocity on a curved
 # wall; what a 2-core / 23 GB box can hold for a 40 mm vessel (override with run.py --tet-levels)
 TET_LEVELS = (1.5, 2.0, 2.5)
 TET_QUICK_LEVELS = (1.0, 1.5, 2.0)
@@ -373,19 +373,19 @@ def fda_check(flow, conv: list[dict]) -> dict:
 
 def tet_available() -> bool:
     try:
-        from pinngs.simulate import cfd3d  # noqa: F401
+        from pinngs.flow import fem as cfd3d  # noqa: F401
     except ImportError:
         return False
     return hasattr(cfd3d, "solve_tet")
 
 
 def tet_reference(case: Case, levels: tuple[float, ...], log=print) -> Reference:
-    """pinngs.simulate.cfd3d.solve_tet at each mesh level (coarse -> fine): ``levels`` are
+    """pinngs.flow.fem.solve_tet at each mesh level (coarse -> fine): ``levels`` are
     ``n_per_radius`` (elements per local radius) when solve_tet takes it, else element sizes h_mm.
     The finest is the reference."""
     import inspect
 
-    from pinngs.simulate.cfd3d import solve_tet
+    from pinngs.flow.fem import solve_tet
 
     by_n = "n_per_radius" in inspect.signature(solve_tet).parameters
     ph = case.phantom()

@@ -114,7 +114,7 @@ def run_case(case, quick: bool, views: tuple[int, ...], fig_dir: Path,
     ref = None if (skip_tet and case.reference == "tet") else C.build_reference(case, quick, log)
     if ref is None:
         why = ("3D reference not solved in this run (--skip-tet)" if skip_tet and C.tet_available()
-               else "pinngs.simulate.cfd3d.solve_tet is not in the tree yet")
+               else "pinngs.flow.fem.solve_tet is not in the tree yet")
         row["reference"] = {"status": "pending", "why": why}
     else:
         row["reference"] = {"status": "ok", "kind": ref.kind, "dp_pa": ref.dp_pa, "seconds": ref.seconds,
@@ -414,7 +414,7 @@ def _assemble(prev, rows, cmd, wall_s) -> dict:
         "pinngs rows are the product's flow estimate (pinngs.flow.estimate: transit Q, Poiseuille + Young–Tsai "
         "ΔP, quasi-Poiseuille velocity, viscous pressure); before 2026-12-04 they were a steady PINN "
         "(benchmarks/results/archive/).",
-        "Eccentric, bifurcation and AneuRisk references come from pinngs.simulate.cfd3d (3D tetrahedral "
+        "Eccentric, bifurcation and AneuRisk references come from pinngs.flow.fem (3D tetrahedral "
         "Taylor–Hood); where it is not available or not solved in a run (--skip-tet) they are 'reference pending' "
         "and only pinngs' Q error and ΔP values are shown. Their simulated DSA is driven by the simulator's centerline-Poiseuille flow.",
         "Registry presets (tube-biplane, stenosis50-biplane, stenosis70-4view, eccentric60-4view, "

@@ -14,28 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from ..flow.fem import probe_matrix, sparse_solver
 from ..laws import poiseuille_velocity
 from ..units import MU_BLOOD_PA_S as MU_BLOOD
 from ..units import RHO_BLOOD_G_MM3 as RHO_BLOOD
-
-
-def sparse_solver():
-    """The direct solver for the FEM saddle-point systems, as a scikit-fem ``solver``.
-
-    Intel MKL PARDISO (``pypardiso``) when it is installed: multithreaded, and on the 3D
-    Taylor-Hood systems about 7x faster than SciPy's SuperLU (0.36 s against 2.4 s for 13.7k
-    unknowns on 2 cores), which is what lets the 3D eccentric stenosis be meshed finely enough to
-    converge. SciPy's ``spsolve`` (SuperLU) otherwise. Both are exact direct solvers; the choice
-    changes only the time."""
-    try:
-        import pypardiso
-    except ImportError:  # pragma: no cover - pypardiso is in the requirements
-        return None  # scikit-fem's default, scipy.sparse.linalg.spsolve
-
-    def solver(A, b, **kwargs):
-        return pypardiso.spsolve(sp.csr_matrix(A), np.asarray(b, dtype=float))
-
-    return solver
 
 
 def stenosis_radius(z_mm, r0_mm: float, severity: float, length_mm: float, z_centre_mm: float = 0.0):
@@ -123,20 +105,6 @@ def _axial_nodes(z_mm: np.ndarray, radius_mm: np.ndarray, n: int, gamma: float) 
     z = np.interp(np.linspace(0.0, cum[-1], n + 1), cum, zf)
     z[0], z[-1] = z0, z1
     return z
-
-
-def probe_matrix(basis, x: np.ndarray, cells: np.ndarray, ref: np.ndarray | None = None) -> sp.csr_matrix:
-    """Matrix mapping a basis' DOFs to its values at points x [dim, N] lying in the given cells [N]
-    (component-major rows for vector bases). Like skfem's ``CellBasis.probes`` with the cells known.
-    ``ref`` [dim, N]: reference-cell coordinates, if the caller has them (else the mapping's inverse)."""
-    mapping = basis.mapping
-    pts = mapping.invF(x[:, :, None], tind=cells) if ref is None else ref[:, :, None]
-    phis = np.array([basis.elem.gbasis(mapping, pts, k, tind=cells)[0] for k in range(basis.Nbfun)])
-    comp = int(np.prod(basis._base_tensor_order))
-    npt = x.shape[1]
-    rows = np.tile(np.arange(comp * npt), basis.Nbfun)
-    cols = basis.element_dofs[:, np.tile(cells, comp)].flatten()
-    return sp.coo_matrix((phis.flatten(), (rows, cols)), shape=(comp * npt, basis.N)).tocsr()
 
 
 @dataclass

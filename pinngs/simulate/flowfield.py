@@ -5,7 +5,7 @@ Two models, and every study says which one it used (truth.json "flow_model"):
     Navier-Stokes solution of ``cfd.solve_axisymmetric`` (scikit-fem, Taylor-Hood P2-P1), sampled at
     the voxel centres through r = distance to the axis, z = position along it.
   * "tet-fem": any other phantom (eccentric stenosis, bifurcation): steady Navier-Stokes on curved
-    quadratic tetrahedra (``cfd3d.solve_tet``: gmsh mesh, scikit-fem Taylor-Hood P2-P1), sampled at
+    quadratic tetrahedra (``flow.fem.solve_tet``: gmsh mesh, scikit-fem Taylor-Hood P2-P1), sampled at
     the voxel centres. The lumen's rounded end caps beyond the flat inlet/outlet caps of the CFD
     domain take the centerline-Poiseuille velocity and the pressure of the nearest sampled voxel.
   * "centerline-poiseuille": the cheap approximation (curved and real vessels by default): at each
@@ -140,10 +140,10 @@ def axisymmetric_fem(ph: Phantom, origin, h: float, shape, q_mm3_s: float, resol
 
 
 def tet_fem(ph: Phantom, origin, h: float, shape, q_mm3_s: float, n_per_radius: float = 2.0) -> FlowTruth:
-    """Steady NS on tetrahedra (``cfd3d.solve_tet``) for any phantom, sampled on the grid."""
+    """Steady NS on tetrahedra (``flow.fem.solve_tet``) for any phantom, sampled on the grid."""
     from scipy.ndimage import distance_transform_edt
 
-    from .cfd3d import solve_tet
+    from ..flow.fem import solve_tet
 
     flow = solve_tet(ph, q_mm3_s, n_per_radius=n_per_radius)
     base = centerline_poiseuille(ph, origin, h, shape, q_mm3_s)

@@ -18,23 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-@dataclass
-class Branch:
-    points_mm: np.ndarray  # [P, 3]
-    radii_mm: np.ndarray  # [P]
-
-    def resampled(self, step_mm: float) -> "Branch":
-        seg = np.linalg.norm(np.diff(self.points_mm, axis=0), axis=1)
-        s = np.concatenate([[0.0], np.cumsum(seg)])
-        n = max(2, int(math.ceil(s[-1] / step_mm)) + 1)
-        t = np.linspace(0.0, s[-1], n)
-        pts = np.stack([np.interp(t, s, self.points_mm[:, k]) for k in range(3)], axis=1)
-        return Branch(pts, np.interp(t, s, self.radii_mm))
-
-    @property
-    def length_mm(self) -> float:
-        return float(np.linalg.norm(np.diff(self.points_mm, axis=0), axis=1).sum())
+from ..flow.fem import Branch, swept_signed_distance
 
 
 @dataclass
@@ -70,30 +54,9 @@ class Phantom:
 
     def signed_distance(self, origin_mm: np.ndarray, spacing_mm: float, shape: tuple[int, int, int],
                         step_mm: float | None = None) -> np.ndarray:
-        """Approximate signed distance to the lumen wall (mm, negative inside), [X, Y, Z] float32.
-
-        Each segment contributes |x - closest point| - r(closest point): exact for a tube of constant
-        radius, and within a small fraction of a voxel where the radius varies slowly.
-        """
-        step = step_mm or max(spacing_mm, 0.1)
-        sd = np.full(shape, np.inf, dtype=np.float32)
-        axes = [origin_mm[k] + spacing_mm * np.arange(shape[k]) for k in range(3)]
-        for br in self.branches:
-            b = br.resampled(step)
-            for a, c, ra, rc in zip(b.points_mm[:-1], b.points_mm[1:], b.radii_mm[:-1], b.radii_mm[1:]):
-                rmax = max(ra, rc) + 2 * spacing_mm
-                lo = np.minimum(a, c) - rmax
-                hi = np.maximum(a, c) + rmax
-                i0 = np.clip(np.floor((lo - origin_mm) / spacing_mm).astype(int), 0, np.array(shape) - 1)
-                i1 = np.clip(np.ceil((hi - origin_mm) / spacing_mm).astype(int) + 1, 0, np.array(shape))
-                X, Y, Z = np.meshgrid(axes[0][i0[0]:i1[0]], axes[1][i0[1]:i1[1]], axes[2][i0[2]:i1[2]], indexing="ij")
-                P = np.stack([X, Y, Z], -1)
-                ac = c - a
-                t = np.clip(((P - a) @ ac) / max(ac @ ac, 1e-12), 0.0, 1.0)
-                d = np.linalg.norm(P - (a + t[..., None] * ac), axis=-1) - (ra + t * (rc - ra))
-                view = sd[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]]
-                np.minimum(view, d.astype(np.float32), out=view)
-        return sd
+        """Approximate signed distance to the lumen wall (mm, negative inside), [X, Y, Z] float32
+        (``pinngs.flow.fem.swept_signed_distance`` of the branches)."""
+        return swept_signed_distance(self.branches, origin_mm, spacing_mm, shape, step_mm)
 
     def occupancy(self, origin_mm: np.ndarray, spacing_mm: float, shape: tuple[int, int, int]) -> np.ndarray:
         """Partial-volume lumen fraction in [0, 1], [X, Y, Z] float32 (ramp one voxel wide)."""

@@ -38,7 +38,7 @@ class Preset:
     acquisition: Acquisition
     q_mm3_s: float = 1000.0  # 1 ml/s: a coronary at rest-to-moderate flow
     flow: Literal["fem", "tet", "centerline"] = "centerline"  # axisymmetric FEM, 3D tetrahedral FEM, Poiseuille
-    tet_n_per_radius: float = 2.0  # "tet": tetrahedra per local radius (cfd3d.mesh_lumen)
+    tet_n_per_radius: float = 2.0  # "tet": tetrahedra per local radius (flow.fem.mesh_lumen)
     bolus: dict = field(default_factory=lambda: {"t0_s": 0.1, "alpha": 3.0, "beta_s": 0.2})
     mu_peak_per_mm: float = 0.06  # attenuation of undiluted contrast in the lumen
     noise: dict = field(default_factory=lambda: {"photons_per_pixel": 2e4, "blur_sigma_px": 0.7,

@@ -1,11 +1,11 @@
-"""3D tetrahedral Navier-Stokes reference (pinngs.simulate.cfd3d) against flows whose answer is known."""
+"""3D tetrahedral Navier-Stokes reference (pinngs.flow.fem) against flows whose answer is known."""
 import numpy as np
 import pytest
 
 pytest.importorskip("gmsh")
 
 from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity  # noqa: E402
-from pinngs.simulate.cfd3d import ConvectionAssembler, _forms, _sections, mesh_lumen, solve_tet  # noqa: E402
+from pinngs.flow.fem import ConvectionAssembler, _forms, _sections, mesh_lumen, solve_tet  # noqa: E402
 from pinngs.simulate.phantoms import _frame, bifurcation, straight_vessel  # noqa: E402
 
 
