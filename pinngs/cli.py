@@ -1,30 +1,25 @@
 """The pinngs command line.
 
-    pinngs simulate PRESET -o DIR [--seed S] [--overwrite]     a synthetic DSA study with ground truth
-    pinngs simulate --list                                     the presets
-    pinngs reconstruct STUDY -o OUT [--iters N] [--resume] [--overwrite]
-                                                               Gaussians, lumen, mesh, centerline, grading
-    pinngs evaluate OUT --truth DIR                            metrics of a reconstruction against truth
-    pinngs demo -o OUT [--views 4] [--size 256]                render the built-in Gaussian scene
-    pinngs watch DIR -o OUT [--budget-s 0.35] [--max-frames N] [--idle-timeout-s S]
-                                                               online fit of frames as they appear in DIR
+    pinngs simulate PRESET -o DIR          a synthetic DSA study with full ground truth
+    pinngs reconstruct STUDY -o OUT        Gaussians, lumen, mesh, centerline, grading, flow, report
+    pinngs evaluate OUT --truth DIR        metrics of a reconstruction against a simulated truth
+    pinngs watch DIR -o OUT                online fit of frames as they appear in DIR
+    pinngs demo -o OUT                     render the built-in Gaussian scene
 
-``simulate`` writes DIR/study.json + frames/ (a pinngs study folder), DIR/truth/ (lumen, centerline,
-velocity, pressure, arrival times, truth.json with ΔP and flow rate) and DIR/preview.png.
-``reconstruct`` takes a study folder or DICOM XA (a file or a folder of .dcm) and writes OUT (see
-``pinngs.recon.pipeline``). ``watch`` feeds frames to ``pinngs.online.OnlineFitter`` as their files
-appear in DIR (a study folder's frames/ listed in study.json, or .dcm files), prints the running
-estimates and writes the outputs of ``reconstruct`` to OUT when it stops.
+Every command checks its options and its output path before any work and reports a problem as one
+line, ``pinngs: error: ...``, with exit status 2 (argparse's own usage errors too). Outputs are built
+beside their target and moved into place when complete, so an interrupted or failed run leaves
+what was there before. Ctrl-C or SIGTERM stops cleanly with exit status 130 and one line that says
+how to continue.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,37 +30,96 @@ class UserError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: printed as one line (how to continue), exit status 130."""
+
+
+# ------------------------------------------------------------------------------------------------
+# option types: ranges checked at parse time, the valid range in the message
+def _int_in(lo: int, hi: int | None = None):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, got {v}" if hi is not None else f"must be ≥ {lo}, got {v}")
+        return v
+    return conv
+
+
+def _float_in(lo: float, hi: float | None = None, lo_open: bool = True):
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not np.isfinite(v) or (v <= lo if lo_open else v < lo) or (hi is not None and v > hi)
+        if bad:
+            rng = f"{'>' if lo_open else '≥'} {lo:g}" + (f" and ≤ {hi:g}" if hi is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    return conv
+
+
+def _threads(args: argparse.Namespace) -> int | None:
+    """--threads, capped at the machine's cores with a warning (more threads than cores only wait)."""
+    n = getattr(args, "threads", None)
+    cores = os.cpu_count() or 1
+    if n is not None and n > cores:
+        print(f"pinngs: warning: --threads {n} is more than the {cores} cores here; using {cores}", file=sys.stderr)
+        return cores
+    return n
+
+
 def _to_png(img: np.ndarray) -> np.ndarray:
     """Line-integral image -> 8-bit, contrast as on an angiography monitor (dark vessels)."""
     hi = float(np.percentile(img, 99.9)) or 1.0
     return (255 * (1 - np.clip(img / hi, 0, 1))).astype(np.uint8)
 
 
+def _output(path: str, inputs: list[str] = (), overwrite: bool = False) -> Path:
+    from .io.atomic import OutputError, check_output
+
+    try:
+        return check_output(path, inputs, overwrite=overwrite)
+    except OutputError as e:
+        raise UserError(str(e)) from None
+
+
+def _output_file(path: str) -> Path:
+    """An output *file* (evaluate -o): not a folder, not under a file, its folder writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"-o {p}: is a folder; give a file name (e.g. {p / 'metrics.json'})")
+    anc = p.parent.resolve()
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"-o {p}: {anc} is a file, so {p} cannot be written; choose another path")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UserError(f"-o {p}: {anc} is not writable")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> None:
     import imageio.v3 as iio
     import torch
     from tqdm import tqdm
 
     from .geometry import orbit
+    from .io.atomic import replace_dir, temp_dir_beside
     from .render import render_views
     from .scenes import vessel_tree
 
-    if args.views < 1 or args.views > 32:
-        raise UserError(f"--views must be between 1 and 32, got {args.views}")
-    if args.size < 16 or args.size > 2048:
-        raise UserError(f"--size must be between 16 and 2048 pixels, got {args.size}")
-    out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"output folder {out} is not empty; choose another or pass --overwrite")
-
+    out = _output(args.output, overwrite=args.overwrite)
     field = vessel_tree(args.gaussians, seed=args.seed)
     # a 100 mm field of view at the isocentre, whatever the detector size
     spacing = 100.0 * 1200.0 / 800.0 / args.size
     views = orbit(args.views, start_deg=-60, span_deg=120, secondary_deg=15, rows=args.size, cols=args.size,
                   pixel_spacing_mm=(spacing, spacing))
-    # write into a temporary sibling, then rename: no half-written output on failure
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -80,12 +134,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                   "sid_mm": v.sid_mm, "sod_mm": v.sod_mm, "rows": v.rows, "cols": v.cols,
                                   "pixel_spacing_mm": list(v.pixel_spacing_mm),
                                   "max_line_integral": float(img.max())})
-        montage = np.concatenate([_to_png(i) for i in images], axis=1)
-        iio.imwrite(tmp / "montage.png", montage)
+        iio.imwrite(tmp / "montage.png", np.concatenate([_to_png(i) for i in images], axis=1))
         (tmp / "render.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -108,220 +159,194 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         pre = get_preset(args.preset)
     except KeyError as err:
         raise UserError(str(err.args[0])) from None
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise UserError(f"output folder {out} is not empty; choose another or pass --overwrite")
+    out = _output(args.output, overwrite=args.overwrite)
     from .simulate import simulate, write_simulation
 
     t0 = time.perf_counter()
-    sim = simulate(pre, seed=args.seed)
-    write_simulation(sim, out, overwrite=args.overwrite)
+    try:
+        sim = simulate(pre, seed=args.seed)
+        write_simulation(sim, out, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        raise Stopped(f"simulate interrupted; nothing was written to {out}") from None
     s = sim.summary
     print(f"{pre.name}: {s['n_frames']} frames, {s['n_views']} views, Q = {s['q_ml_s']:.2f} ml/s, "
           f"ΔP = {s['dp_mmhg']:.2f} mmHg ({s['flow_model']}) in {time.perf_counter() - t0:.1f} s -> {out}/preview.png")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from .fit.batch import FitConfig
-    from .io.dicom import DicomError
+    import dataclasses
+
+    from .fit.batch import FitConfig, Interrupted
     from .reconstruct import ReconstructError, reconstruct
 
-    cfg = FitConfig(seed=args.seed)
-    given = {k: getattr(args, k) for k in ("iters", "checkpoint_every", "threads") if getattr(args, k) is not None}
+    given = {"iters": args.iters, "checkpoint_every": args.checkpoint_every, "threads": _threads(args)}
     flow = "none" if args.no_flow else args.flow
     try:
-        cfg = dataclasses.replace(cfg, **given)
-        cfg.validate()
+        cfg = dataclasses.replace(FitConfig(seed=args.seed), **given)
         s = reconstruct(args.study, args.output, cfg, flow=flow, pa_mmhg=args.pa_mmhg, overwrite=args.overwrite,
-                        resume=args.resume)
-    except (ReconstructError, DicomError, ValueError) as e:
+                        resume=args.resume, allow_single_view=args.allow_single_view, force_merge=args.force_merge)
+    except (ReconstructError, ValueError) as e:
         raise UserError(str(e)) from None
+    except Interrupted as e:
+        raise Stopped(f"reconstruct interrupted at step {e.step}; {args.output} is unchanged and the fit is "
+                      f"checkpointed in {e.checkpoint.parent}. Continue with: pinngs reconstruct {args.study} -o "
+                      f"{args.output} --resume") from None
     les = ", ".join(f"{x['percent_diameter_stenosis']:.0f} % at {x['arc_from_inlet_mm']:.1f} mm" for x in s["stenosis"]) or "none"
     f = s["flow"]
     fl = (f"Q {f['q_mm3_s']:.0f} mm³/s, ΔP {f['dp_mmhg']:.2f} mmHg, FFR {f['ffr']:.3f}" if f.get("method")
           else f"flow {f['status']}")
+    if f.get("method") and f["status"] != "ok":
+        fl += f" [{f['status'].split(':')[0]}]"
+    for w in s.get("warnings", []):
+        print(f"pinngs: warning: {w}", file=sys.stderr)
     print(f"reconstructed {s['n_gaussians']} Gaussians, lumen {s['lumen_volume_mm3']:.0f} mm³, stenoses: {les}; "
           f"{fl}; {s['seconds_total']:.0f} s -> {args.output}/report.md")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .analysis.evaluate import evaluate
+    from .io.atomic import atomic_file
 
+    out = _output_file(args.output) if args.output else None
     try:
         m = evaluate(args.recon, args.truth)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e).strip("'\"")) from None
     text = json.dumps(m, indent=1, default=float)
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+    if out is not None:
+        with atomic_file(out) as fh:
+            fh.write(text)
     print(text)
 
 
 def cmd_watch(args: argparse.Namespace) -> None:
-    import warnings
+    from .watch import WatchError, WatchSettings, WatchStopped, watch
 
-    from tqdm import tqdm
-
-    from .fit.online import OnlineConfig, OnlineFitter, OnlineFrameWarning
-    from .io.watch import FolderWatcher, WatchWarning
-
-    d, out = Path(args.dir), Path(args.output)
-    if not d.is_dir():
-        raise UserError(f"{d} is not a folder to watch (a study folder or a folder receiving .dcm files)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise UserError(f"output folder {out} is not empty; choose another or pass --overwrite")
-    for name in ("budget_s", "poll_s", "idle_timeout_s"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    for name in ("max_frames", "estimate_every"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: off), got {getattr(args, name)}")
+    s = WatchSettings(args.dir, args.output, args.budget_s, args.steps, args.max_frames, args.idle_timeout_s,
+                      args.poll_s, args.estimate_every, _threads(args), args.seed, args.snapshot, args.snapshot_every,
+                      args.resume, args.overwrite)
     try:
-        cfg = OnlineConfig(latency_budget_s=args.budget_s, seed=args.seed)
-        if args.threads is not None:
-            cfg = dataclasses.replace(cfg, threads=args.threads)
-        if args.steps:  # a fixed amount of work per frame: reproducible, whatever the machine's speed
-            cfg = dataclasses.replace(cfg, min_steps=args.steps, max_steps=args.steps)
-        cfg.validate()
-    except ValueError as e:
+        watch(s)
+    except WatchError as e:
         raise UserError(str(e)) from None
-    fitter = OnlineFitter(cfg)
-    src = FolderWatcher(d)
-    accepted, last_new = 0, time.monotonic()
-    bar = tqdm(desc="frames", unit="frame", total=args.max_frames or None)
+    except WatchStopped as e:
+        raise Stopped(str(e)) from None
 
-    def flush(caught: list) -> None:  # warnings (skipped frames, files) as one line each, above the bar
-        for w in caught:
-            tqdm.write(f"pinngs: warning: {w.message}", file=sys.stderr)
-        caught.clear()
 
-    stop = "idle"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", OnlineFrameWarning)
-        warnings.simplefilter("always", WatchWarning)
-        try:
-            while True:
-                new = src.poll()
-                flush(caught)
-                if new:
-                    last_new = time.monotonic()
-                for img, view, t, label in new:
-                    rep = fitter.add_frame(img, view, t)
-                    flush(caught)
-                    if not rep.accepted:
-                        continue
-                    accepted += 1
-                    bar.update(1)
-                    bar.set_postfix(t_s=f"{t:.3f}", ms=f"{1000 * rep.seconds:.0f}", steps=rep.steps,
-                                    gaussians=rep.n_gaussians)
-                    if args.estimate_every and accepted % args.estimate_every == 0 and fitter.field is not None:
-                        tqdm.write(f"[{accepted} frames, t {t:.3f} s] {fitter.estimate().line()}")
-                    if args.max_frames and accepted >= args.max_frames:
-                        break
-                if args.max_frames and accepted >= args.max_frames:
-                    stop = "max-frames"
-                    break
-                if new:  # idle time counts from the end of the last work, not from when it arrived
-                    last_new = time.monotonic()
-                if not new and time.monotonic() - last_new > args.idle_timeout_s:
-                    break
-                if not new:
-                    time.sleep(args.poll_s)
-        except KeyboardInterrupt:
-            stop = "interrupted"
-        flush(caught)
-    bar.close()
-    if fitter.field is None:
-        raise UserError(f"stopped ({stop}) after {accepted} frame(s) without geometry: the fitter needs two "
-                        f"views with an opacified frame; nothing written to {out}")
-    est = fitter.estimate()
-    print(f"stopped ({stop}) after {accepted} frames: {est.line()}")
-    try:
-        fitter.write_outputs(out, overwrite=args.overwrite, study_label=str(d))
-    except (FileExistsError, ValueError, RuntimeError) as e:  # e.g. a lumen too small to trace
-        if args.snapshot:
-            fitter.snapshot(args.snapshot)
-        raise UserError(f"could not write the outputs to {out}: {e}"
-                        + (f" (the fitter's state is in {args.snapshot})" if args.snapshot else "")) from None
-    if args.snapshot:
-        fitter.snapshot(args.snapshot)
-    lat = [h["seconds"] for h in fitter.history if h.get("accepted") and h.get("steps")]
-    p = np.percentile(lat, [50, 95]) if lat else [float("nan")] * 2
-    print(f"per-frame latency p50 {1000 * p[0]:.0f} ms, p95 {1000 * p[1]:.0f} ms (budget "
-          f"{1000 * args.budget_s:.0f} ms) -> {out}/summary.json")
+# ------------------------------------------------------------------------------------------------
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default value, except for required options and on/off flags."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pinngs", description=__doc__.split("\n")[0])
+    fmt = _Help
+    p = argparse.ArgumentParser(prog="pinngs", description=__doc__.split("\n")[0], formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"pinngs {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="render the built-in vessel-like scene from several C-arm views")
+
+    d = sub.add_parser("demo", help="render the built-in vessel-like scene from several C-arm views", formatter_class=fmt)
     d.add_argument("-o", "--output", required=True, help="output folder (created; must be empty)")
-    d.add_argument("--views", type=int, default=4, help="number of views (default 4)")
-    d.add_argument("--size", type=int, default=256, help="detector rows = cols (default 256)")
-    d.add_argument("--gaussians", type=int, default=3000, help="approximate number of Gaussians")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    d.add_argument("--views", type=_int_in(1, 32), default=4, help="number of views, 1..32")
+    d.add_argument("--size", type=_int_in(16, 2048), default=256, help="detector rows = cols (pixels), 16..2048")
+    d.add_argument("--gaussians", type=_int_in(30, 1_000_000), default=3000,
+                   help="approximate number of Gaussians, 30..1000000")
+    d.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the scene (≥ 0)")
+    d.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)")
     d.set_defaults(func=cmd_demo)
-    s = sub.add_parser("simulate", help="write a synthetic DSA study with full ground truth")
+
+    s = sub.add_parser("simulate", help="write a synthetic DSA study with full ground truth", formatter_class=fmt)
     s.add_argument("preset", nargs="?", help="preset name (see --list)")
     s.add_argument("-o", "--output", help="output folder (created; must be empty)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (noise); runs are deterministic")
-    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the noise (≥ 0); runs are deterministic")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)")
     s.add_argument("--list", action="store_true", help="list the presets and exit")
     s.set_defaults(func=cmd_simulate)
-    r = sub.add_parser("reconstruct", help="fit Gaussians to a study: lumen, surface, centerline, stenosis grading")
+
+    r = sub.add_parser("reconstruct", help="a study in: lumen, surface, centerline, stenoses, flow and report out",
+                       formatter_class=fmt)
     r.add_argument("study", help="study folder (study.json) or DICOM XA file / folder of .dcm files")
-    r.add_argument("-o", "--output", required=True, help="output folder (created; must be empty)")
-    r.add_argument("--iters", type=int, default=None, help="optimisation steps (default: FitConfig.iters)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.pt")
-    r.add_argument("--checkpoint-every", type=int, default=None,
-                   help="steps between checkpoints (default: FitConfig.checkpoint_every)")
-    r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the fit (default: every core; 1 is faster on a busy machine)")
+    r.add_argument("-o", "--output", required=True, help="output folder (created; must be empty unless --overwrite)")
     r.add_argument("--flow", choices=["reduced", "none"], default="reduced",
-                   help="flow method: reduced = bolus-transit Q, Poiseuille + Young-Tsai ΔP, quasi-Poiseuille "
-                        "fields (default: reduced)")
+                   help="flow method: reduced = bolus-transit Q, Poiseuille + Young-Tsai ΔP, quasi-Poiseuille fields")
     r.add_argument("--no-flow", action="store_true", help="geometry only (the same as --flow none)")
-    r.add_argument("--pa-mmhg", type=float, default=93.0, help="mean aortic pressure for FFR (default: 93 mmHg)")
+    r.add_argument("--pa-mmhg", type=_float_in(0.0, 300.0), default=93.0,
+                   help="mean aortic pressure for FFR (mmHg), > 0 and ≤ 300")
+    r.add_argument("--iters", type=_int_in(1, 1_000_000), default=500, help="fit steps, 1..1000000")
+    r.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the fit (≥ 0)")
+    r.add_argument("--threads", type=_int_in(0), default=0,
+                   help="CPU threads for the fit, capped at the cores (0: every core; 1 is faster on a busy machine)")
+    r.add_argument("--checkpoint-every", type=_int_in(1), default=50, help="fit steps between checkpoints, ≥ 1")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty output folder (once the new one is complete), or start an interrupted run again")
+    r.add_argument("--allow-single-view", action="store_true",
+                   help="reconstruct even without two views ≥ 5° apart (depth is then not observable; the report says so)")
+    r.add_argument("--force-merge", action="store_true",
+                   help="read DICOM files of different PatientID / StudyInstanceUID / FrameOfReferenceUID as one study")
     r.set_defaults(func=cmd_reconstruct)
-    e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder")
+
+    e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder", formatter_class=fmt)
     e.add_argument("recon", help="a `pinngs reconstruct` output folder")
     e.add_argument("--truth", required=True, help="the truth/ folder of a simulated study")
-    e.add_argument("-o", "--output", help="also write the metrics to this JSON file")
+    e.add_argument("-o", "--output", default=None, help="also write the metrics to this JSON file")
     e.set_defaults(func=cmd_evaluate)
-    w = sub.add_parser("watch", help="online fit: process frames as their files appear in DIR")
+
+    w = sub.add_parser("watch", help="online fit: process frames as their files appear in DIR", formatter_class=fmt)
     w.add_argument("dir", help="a study folder being written (study.json + frames/) or a folder receiving .dcm files")
     w.add_argument("-o", "--output", required=True, help="output folder for the reconstruct outputs (written at stop)")
-    w.add_argument("--budget-s", type=float, default=0.35, help="latency budget per frame (s, default 0.35)")
-    w.add_argument("--steps", type=int, default=0,
+    w.add_argument("--budget-s", type=_float_in(0.0, 60.0), default=0.35, help="latency budget per frame (s), > 0 and ≤ 60")
+    w.add_argument("--steps", type=_int_in(0, 10_000), default=0,
                    help="exactly this many fit steps per frame, whatever the budget (reproducible runs; 0: use the budget)")
-    w.add_argument("--max-frames", type=int, default=0, help="stop after this many accepted frames (0: no limit)")
-    w.add_argument("--idle-timeout-s", type=float, default=30.0, help="stop when no new file appeared for this long")
-    w.add_argument("--poll-s", type=float, default=0.2, help="seconds between looks at DIR")
-    w.add_argument("--estimate-every", type=int, default=10,
+    w.add_argument("--max-frames", type=_int_in(0), default=0, help="stop after this many accepted frames (0: no limit)")
+    w.add_argument("--idle-timeout-s", type=_float_in(0.0), default=30.0, help="stop when no new file appeared for this long (s)")
+    w.add_argument("--poll-s", type=_float_in(0.0, 60.0), default=0.2, help="seconds between looks at DIR")
+    w.add_argument("--estimate-every", type=_int_in(0), default=10,
                    help="print Q, ΔP, FFR every N frames (each costs seconds; 0: only at the end)")
-    w.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the fit (default: every core; 1 can be faster on a busy machine)")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--snapshot", help="also write the fitter's state to this file at stop")
-    w.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    w.add_argument("--threads", type=_int_in(0), default=0, help="CPU threads for the fit, capped at the cores (0: every core)")
+    w.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the fitter (≥ 0)")
+    w.add_argument("--snapshot", default=None, help="also write the fitter's state to this file at stop")
+    w.add_argument("--snapshot-every", type=_int_in(0), default=0,
+                   help="save the fit every N accepted frames, so that a killed run can --resume (0: only at stop)")
+    w.add_argument("--resume", action="store_true", help="continue an interrupted watch from its saved state")
+    w.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)")
     w.set_defaults(func=cmd_watch)
     return p
 
 
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed its usage and the error (2), or --help/--version (0)
+        return int(e.code or 0)
+    prev = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         args.func(args)
     except UserError as err:
         print(f"pinngs: error: {err}", file=sys.stderr)
         return 2
+    except Stopped as err:
+        print(f"pinngs: stopped: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"pinngs: stopped: {args.command} interrupted; its output was not changed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, prev)
     return 0
 
 

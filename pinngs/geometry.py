@@ -192,6 +192,17 @@ def orbit(n: int, start_deg: float = -60.0, span_deg: float = 120.0, secondary_d
     return [CArmView(primary_deg=start_deg + k * step, secondary_deg=secondary_deg, **kwargs) for k in range(n)]
 
 
+def view_separation_deg(views: list[CArmView] | tuple[CArmView, ...]) -> float:
+    """The largest angle (degrees, 0..90) between the projection axes of any two views: 0 for a
+    single view, or for views that look along the same line (opposite views see the same depth-free
+    projection); depth is observable only when it is well above 0."""
+    w = np.array([v.rotation[2] for v in views], float).reshape(-1, 3)
+    if len(w) < 2:
+        return 0.0
+    c = np.clip(np.abs(w @ w.T), 0.0, 1.0)
+    return float(np.degrees(np.arccos(c.min())))
+
+
 def sample_image(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear samples [P] of a detector image [H, W] at continuous (col, row) coordinates [P, 2], as
     CArmView.project returns them (pixel (r, c) centred at (c + 0.5, r + 0.5)); 0 outside."""

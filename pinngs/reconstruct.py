@@ -5,7 +5,9 @@
 
 Steps (``reconstruct``):
 
-1. load the study (``io.load_any_study``);
+1. check the output folder (not a file, not the input, writable; empty unless ``overwrite``) and
+   load the study (``io.load_any_study``); refuse a study whose views cannot resolve depth (fewer
+   than two directions ``MIN_VIEW_SEPARATION_DEG`` apart) unless ``allow_single_view``;
 2. fit the Gaussians to its frames (``fit.batch.fit_study``), checkpointing as it goes;
 3. the lumen's centerline (``analysis.centerline``);
 4. the flow on the lumen (``flow.estimate.flow_on_lumen``: transit Q, Poiseuille + Young–Tsai ΔP,
@@ -13,8 +15,10 @@ Steps (``reconstruct``):
    in the summary and the report, and the geometry is still written;
 5. the outputs and the report (``report.write_outputs``; the file list is in ``pinngs.report``).
 
-While it runs OUT holds ``checkpoint.pt`` (every ``checkpoint_every`` steps); ``resume=True``
-continues from it. The checkpoint is removed once the outputs are in place.
+Nothing in OUT changes until the end: the work (checkpoint, then the outputs) happens in
+``.OUT.partial`` beside it, which then replaces OUT in one rename. An interrupted run (Ctrl-C,
+SIGTERM, a crash, kill -9) leaves OUT as it was and its checkpoint in ``.OUT.partial``;
+``resume=True`` continues from there, and refuses a checkpoint of another study.
 """
 from __future__ import annotations
 
@@ -25,15 +29,20 @@ from pathlib import Path
 from typing import Literal
 
 from .analysis.centerline import extract_centerline
-from .fit.batch import FitConfig, fit_study
+from .fit.batch import FitConfig, Interrupted, fit_study, read_checkpoint_step
 from .flow.estimate import flow_on_lumen
+from .geometry import view_separation_deg
 from .io import StudyError, load_any_study
+from .io.atomic import OutputError, check_output, failpoint, partial_dir, replace_dir
 from .io.dicom import DicomError
 from .report import write_outputs
 from .units import PA_AORTIC_MMHG
 
 FlowMethod = Literal["reduced", "none"]
 FLOW_METHODS: tuple[str, ...] = ("reduced", "none")
+MIN_VIEW_SEPARATION_DEG = 5.0  # views closer than this (projection axes) give no usable depth
+SINGLE_VIEW_WARNING = ("depth is not observable: the study has no two views {min:.0f}° or more apart (largest "
+                       "separation {sep:.1f}°); the lumen's extent along the viewing direction is a guess")
 
 
 class ReconstructError(ValueError):
@@ -42,42 +51,62 @@ class ReconstructError(ValueError):
 
 def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: FitConfig | None = None, *,
                 flow: FlowMethod = "reduced", pa_mmhg: float = PA_AORTIC_MMHG, overwrite: bool = False,
-                resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict | None:
+                resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                allow_single_view: bool = False, force_merge: bool = False) -> dict | None:
     """Run the whole batch reconstruction (module docstring).
 
     Args:
         study_path: a study folder or DICOM XA (a file or a folder of .dcm files).
-        out: the output folder (must be empty unless ``overwrite`` or ``resume``).
+        out: the output folder (must be empty unless ``overwrite``; replaced only once complete).
         config: the fit's settings (defaults if None).
         flow: "reduced" (the flow estimate) or "none" (geometry only).
         pa_mmhg: mean aortic pressure for FFR (mmHg).
+        resume: continue an interrupted run from its checkpoint in ``.OUT.partial``.
         stop_after: stop after that many fit steps without writing outputs (tests of the resume path).
+        allow_single_view: reconstruct a study without two distinct view directions (the summary and
+            the report then say that depth is not observable).
+        force_merge: read DICOM files of different patients/studies as one (see ``io.dicom.read_xa``).
 
     Returns:
         The summary written to summary.json, or None when ``stop_after`` stopped the fit.
+
+    Raises:
+        ReconstructError: bad input or output, before any work; Interrupted: Ctrl-C or SIGTERM during
+            the fit (its checkpoint is saved; ``resume`` continues it).
     """
     t0 = time.perf_counter()
+    cfg = config or FitConfig()
+    # 1. check everything before any work
     if flow not in FLOW_METHODS:
         raise ReconstructError(f"flow must be one of {', '.join(FLOW_METHODS)}; got {flow!r}")
-    out = Path(out)
-    ckpt = out / "checkpoint.pt"
-    _prepare_output(out, ckpt, overwrite, resume)
-    # 1. the study
+    out, work = Path(out), partial_dir(out)
+    ckpt = work / "checkpoint.pt"
     try:
-        study = load_any_study(study_path)
+        cfg.validate()
+        check_output(work, [study_path], option="-o (its work folder)", allow_nonempty=True)
+        _check_resume(work, ckpt, resume, overwrite, cfg)
+        check_output(out, [study_path], overwrite=overwrite or resume)  # a resumed run was allowed to write OUT
+    except (OutputError, ValueError) as e:
+        raise ReconstructError(str(e)) from None
+    try:
+        study = load_any_study(study_path, force_merge=force_merge)
     except (StudyError, DicomError) as e:
         raise ReconstructError(str(e)) from None
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    warnings = _check_views(study, allow_single_view)
+    if resume:
+        _check_checkpoint_study(ckpt, study)
+    elif work.exists():
+        shutil.rmtree(work)  # --overwrite of an interrupted run: start again
+    work.mkdir(parents=True, exist_ok=True)
     # 2. the Gaussians
     try:
-        res = fit_study(study, config or FitConfig(), checkpoint=ckpt, resume=resume, progress=progress,
-                        stop_after=stop_after)
+        res = fit_study(study, cfg, checkpoint=ckpt, resume=resume, progress=progress, stop_after=stop_after,
+                        study_fingerprint=study.fingerprint())
+    except Interrupted:
+        raise
     except BaseException:
-        # a run that fails before its first checkpoint leaves nothing behind; one with a checkpoint
-        # keeps it for --resume
-        if created and not ckpt.exists():
-            shutil.rmtree(out, ignore_errors=True)
+        if not ckpt.exists():  # nothing worth resuming: leave no trace
+            shutil.rmtree(work, ignore_errors=True)
         raise
     if res is None:
         return None
@@ -90,25 +119,47 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
             lumen_flow = flow_on_lumen(study, res.occupancy, res.origin_mm, res.spacing_mm, branches=branches)
         except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit, too short
             note = f"{type(e).__name__}: {e}"
-    # 5. outputs and report
-    summary = write_outputs(out, res, study, str(study_path), branches=branches, flow=lumen_flow, flow_note=note,
-                            pa_mmhg=pa_mmhg, t0=t0)
-    if ckpt.exists():
-        ckpt.unlink()
+    # 5. outputs and report, then the swap
+    summary = write_outputs(work, res, study, str(study_path), branches=branches, flow=lumen_flow, flow_note=note,
+                            pa_mmhg=pa_mmhg, t0=t0, warnings=warnings)
+    failpoint("swap")
+    replace_dir(work, out)
+    (out / ckpt.name).unlink()  # the checkpoint travelled with the outputs: a crash before this line leaves it there
     return summary
 
 
-def _prepare_output(out: Path, ckpt: Path, overwrite: bool, resume: bool) -> None:
-    """Check the output folder: empty, or a checkpoint to resume, or allowed to be replaced."""
-    if out.exists() and not out.is_dir():
-        raise ReconstructError(f"output {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if resume and ckpt.exists():
-            return
-        if resume:
-            raise ReconstructError(f"--resume: {out} holds no checkpoint.pt to resume from")
-        if overwrite:
-            shutil.rmtree(out)
-            return
-        raise ReconstructError(f"output folder {out} is not empty; choose another, pass --overwrite, "
-                               f"or --resume an interrupted run")
+def _check_resume(work: Path, ckpt: Path, resume: bool, overwrite: bool, cfg: FitConfig) -> None:
+    """An interrupted run's checkpoint is continued (``resume``), replaced (``overwrite``) or, else,
+    never silently thrown away."""
+    if resume:
+        if not ckpt.exists():
+            raise ReconstructError(f"--resume: there is no interrupted run to continue ({ckpt} not found)")
+        step = read_checkpoint_step(ckpt)
+        if step > cfg.iters:
+            raise ReconstructError(f"--resume: the checkpoint is at step {step}, past --iters {cfg.iters}; "
+                                   f"resume with --iters {step} or more, or start again with --overwrite")
+    elif ckpt.exists() and not overwrite:
+        raise ReconstructError(f"an interrupted run of this output is in {work} (checkpoint at step "
+                               f"{read_checkpoint_step(ckpt)}); continue it with --resume, or start again with "
+                               f"--overwrite")
+
+
+def _check_checkpoint_study(ckpt: Path, study) -> None:
+    from .fit.batch import read_checkpoint_fingerprint
+
+    fp = read_checkpoint_fingerprint(ckpt)
+    if fp != study.fingerprint():
+        raise ReconstructError(f"--resume: {ckpt} is a checkpoint of another study (or of this one before its "
+                               f"frames changed); start again with --overwrite")
+
+
+def _check_views(study, allow_single_view: bool) -> list[str]:
+    """[] when the views resolve depth; else the warning (``allow_single_view``) or ReconstructError."""
+    sep = view_separation_deg(study.views)
+    if sep >= MIN_VIEW_SEPARATION_DEG:
+        return []
+    msg = SINGLE_VIEW_WARNING.format(min=MIN_VIEW_SEPARATION_DEG, sep=sep)
+    if not allow_single_view:
+        raise ReconstructError(f"{msg}. pinngs needs at least two views {MIN_VIEW_SEPARATION_DEG:.0f}° or more "
+                               "apart for a 3D lumen; pass --allow-single-view to reconstruct anyway")
+    return [msg]

@@ -18,14 +18,13 @@ OUT receives (all in world mm, DESIGN.md frames):
                          per lesion ΔP and FFR, or why there is none), fit statistics, timings
     report.md, report.png
 
-All files go to ``OUT/.writing`` first and are moved into place only when every one exists.
+``write_outputs`` writes into a folder its caller has staged (``reconstruct`` and the online fitter
+build OUT beside it and swap it in when complete); summary.json is written last.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import textwrap
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from .analysis.centerline import extract_centerline
 from .analysis.stenosis import grade_stenosis, murray_deviation
 from .analysis.surface import mask_to_mesh
 from .flow.estimate import LumenFlow
+from .io.atomic import atomic_file, failpoint
 from .io.exports import write_centerline_csv, write_gaussians_npz, write_lumen_npz, write_mesh, write_ply
 from .io.study import Study
 from .polyline import plane_basis, tangents
@@ -48,8 +48,9 @@ FLOW_GRID_MM = 0.2  # the velocity/pressure grid of flow.npz (the simulator's tr
 
 def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: list | None = None,
                   flow: LumenFlow | None = None, flow_note: str = "", pa_mmhg: float = PA_AORTIC_MMHG,
-                  t0: float | None = None, extra: dict | None = None) -> dict:
-    """Write the reconstruction's files (module docstring) into the existing folder ``out``.
+                  t0: float | None = None, extra: dict | None = None, warnings: list[str] = ()) -> dict:
+    """Write the reconstruction's files (module docstring) into the existing folder ``out`` (the
+    caller stages it: the files are written in place, summary.json last).
 
     Args:
         res: a ``fit.FitResult`` (field, targets, lumen_level, occupancy, origin_mm, spacing_mm, info).
@@ -59,48 +60,42 @@ def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: l
             why, in summary.json and the report.
         pa_mmhg: mean aortic pressure for FFR.
         extra: merged into summary.json.
+        warnings: what the reader must know first (e.g. that depth is not observable): summary.json's
+            "warnings" and the first lines of the report.
 
     Returns:
         The summary (as written to summary.json).
     """
     t0 = time.perf_counter() if t0 is None else t0
-    tmp = out / ".writing"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        write_ply(tmp / "gaussians.ply", res.field)
-        write_gaussians_npz(tmp / "gaussians.npz", res.field, res.lumen_level)
-        write_lumen_npz(tmp / "lumen.npz", res.occupancy, res.origin_mm, res.spacing_mm)
-        mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
-        write_mesh(mesh, tmp / "lumen.stl")
-        write_mesh(mesh, tmp / "lumen.obj")
-        if branches is None:
-            branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
-        write_centerline_csv(tmp / "centerline.csv", branches)
-        summary = {
-            "format": "pinngs-reconstruction", "version": 1, "study": study_label,
-            "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
-            "n_gaussians": len(res.field), "lumen_level_per_mm": res.lumen_level,
-            "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
-            "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                        "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
-            "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
-            "stenosis": grade_stenosis(branches), "murray": murray_deviation(branches),
-            "flow": flow_section(flow, flow_note, study, res.info.get("data_rel_l2", float("nan")), pa_mmhg),
-            "fit": res.info, "seconds_total": time.perf_counter() - t0,
-        } | (extra or {})
-        if flow is not None:
-            write_flow_npz(tmp / "flow.npz", flow, res.occupancy, res.origin_mm, res.spacing_mm)
-        _report(tmp, res, branches, summary, flow)
-        summary["seconds_total"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-        for q in sorted(tmp.iterdir()):
-            os.replace(q, out / q.name)
-        tmp.rmdir()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out = Path(out)
+    write_ply(out / "gaussians.ply", res.field)
+    write_gaussians_npz(out / "gaussians.npz", res.field, res.lumen_level)
+    write_lumen_npz(out / "lumen.npz", res.occupancy, res.origin_mm, res.spacing_mm)
+    failpoint("write")
+    mesh = mask_to_mesh(res.occupancy, res.origin_mm, res.spacing_mm, 0.5)
+    write_mesh(mesh, out / "lumen.stl")
+    write_mesh(mesh, out / "lumen.obj")
+    if branches is None:
+        branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
+    write_centerline_csv(out / "centerline.csv", branches)
+    summary = {
+        "format": "pinngs-reconstruction", "version": 1, "study": study_label, "warnings": list(warnings),
+        "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
+        "n_gaussians": len(res.field), "lumen_level_per_mm": res.lumen_level,
+        "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
+        "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                    "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
+        "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
+        "stenosis": grade_stenosis(branches), "murray": murray_deviation(branches),
+        "flow": flow_section(flow, flow_note, study, res.info.get("data_rel_l2", float("nan")), pa_mmhg),
+        "fit": res.info, "seconds_total": time.perf_counter() - t0,
+    } | (extra or {})
+    if flow is not None:
+        write_flow_npz(out / "flow.npz", flow, res.occupancy, res.origin_mm, res.spacing_mm)
+    _report(out, res, branches, summary, flow)
+    summary["seconds_total"] = time.perf_counter() - t0
+    with atomic_file(out / "summary.json") as fh:
+        fh.write(json.dumps(summary, indent=1, default=_json_default))
     return summary
 
 
@@ -260,7 +255,8 @@ def _report(tmp: Path, res, branches: list[np.ndarray], summary: dict, flow: Lum
     fig.tight_layout()
     fig.savefig(tmp / "report.png", dpi=80)
     plt.close(fig)
-    lines = [f"# pinngs reconstruction: {summary['study']}", "",
+    lines = [f"**Warning: {w}.**" for w in summary.get("warnings", [])] + ([""] if summary.get("warnings") else [])
+    lines += [f"# pinngs reconstruction: {summary['study']}", "",
              f"- Targets: {summary['fit']['targets']['kind']} ({summary['fit']['n_targets']} images)",
              f"- Gaussians: {summary['n_gaussians']} (from {summary['fit']['n_init']} at initialisation)",
              f"- Data misfit (relative L2 over all targets): {summary['fit']['data_rel_l2']:.4f}",

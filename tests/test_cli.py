@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from pinngs.cli import main
 
 
@@ -26,8 +24,27 @@ def test_demo_refuses_non_empty_output_and_bad_args(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "x"), "--size", "4"]) == 2
     assert "--size" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
-    with pytest.raises(SystemExit):
-        main(["demo"])  # argparse: -o is required
+    assert main(["demo"]) == 2  # argparse: -o is required
+    assert "required" in capsys.readouterr().err
+
+
+def test_version_and_help_show_the_defaults(capsys):
+    from pinngs import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pinngs {__version__}"
+    assert main(["reconstruct", "--help"]) == 0
+    raw = capsys.readouterr().out
+    text = " ".join(raw.split())
+    # every option has a help text, and the defaults are shown as values, not code names
+    assert "(default: 93.0)" in text and "(default: reduced)" in text and "(default: 500)" in text
+    assert "FitConfig" not in text and "(default: None)" not in text.split("positional arguments")[1]
+    from pinngs.fit.batch import FitConfig
+
+    assert (FitConfig().iters, FitConfig().checkpoint_every) == (500, 50)  # the CLI's defaults are the library's
+    for opt in ("--seed", "--threads", "--checkpoint-every", "--resume", "--overwrite", "--allow-single-view"):
+        line = raw.split(opt, 1)[1].split("\n  -", 1)[0]
+        assert len(line.strip()) > 10, opt
 
 
 def test_reconstruct_and_evaluate_bad_input(tmp_path, capsys):
@@ -66,8 +83,10 @@ def test_reconstruct_and_evaluate_bad_input(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     for d in (tmp_path / "r", tmp_path / "t"):
         d.mkdir()
-        for f in ("lumen.npz", "centerline.csv", "summary.json", "truth.json"):
+        for f in ("lumen.npz", "centerline.csv"):
             (d / f).write_text("garbage")
+        (d / "summary.json").write_text('{"stenosis": []}')
+        (d / "truth.json").write_text("{}")
     assert main(["evaluate", str(tmp_path / "r"), "--truth", str(tmp_path / "t"), "-o", str(res)]) == 2
     err = capsys.readouterr().err
     assert "not a readable .npz" in err and "Traceback" not in err

@@ -38,3 +38,17 @@ def test_lumen_flow_dp_at_is_poiseuille_on_a_straight_tube_and_linear_in_q():
     for bad in (0.0, -5.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="dp_at: the flow rate"):
             fl.dp_at(bad)
+
+
+def test_implausible_figures_are_labelled_wherever_they_are_shown():
+    """FFR outside [0.15, 1] cannot belong to a patient whose flow was measured: the estimator says
+    so (plausible_ffr), and so does the terminal line of the online estimate."""
+    from pinngs.fit.online import OnlineEstimate
+    from pinngs.flow.estimate import FFR_MIN_PLAUSIBLE, plausible_ffr
+
+    assert FFR_MIN_PLAUSIBLE == 0.15
+    assert [plausible_ffr(x) for x in (-1.5, 0.0, 0.1, 0.15, 0.8, 1.0, 1.02, float("nan"))] == \
+        [False, False, False, True, True, True, False, False]
+    e = OnlineEstimate("implausible: FFR -1.518 ...", 58, 3.9, q_mm3_s=900.0, dp_pa=31219.0, dp_mmhg=234.17, ffr=-1.518)
+    assert e.line().startswith("[IMPLAUSIBLE]")
+    assert not OnlineEstimate("ok", 58, 3.9, q_mm3_s=900.0, dp_pa=300.0, dp_mmhg=2.25, ffr=0.976).line().startswith("[")

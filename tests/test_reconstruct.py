@@ -107,3 +107,18 @@ def test_a_flow_that_cannot_be_computed_is_a_line_and_the_geometry_is_written(tu
     assert not (tmp_path / "out" / "flow.npz").exists()
     assert "No flow estimate: not available" in (tmp_path / "out" / "report.md").read_text()
     assert math.isfinite(s["lumen_volume_mm3"]) and s["lumen_volume_mm3"] > 0
+
+
+def test_outputs_get_the_users_umask(recon):
+    """Files 0666 & ~umask, folders 0777 & ~umask (0644 / 0755 with the usual 022), not the 0600 / 0700
+    of a temporary file or folder."""
+    import stat
+
+    from pinngs.io.atomic import umask
+
+    _, out, _ = recon
+    m = umask()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~m
+    for p in out.rglob("*"):
+        want = (0o777 if p.is_dir() else 0o666) & ~m
+        assert stat.S_IMODE(p.stat().st_mode) == want, p.name

@@ -123,6 +123,17 @@ def centerline_metrics(branches_r: list[np.ndarray], branches_t: list[np.ndarray
             "centerline_coverage": float((d < tk[:, 3]).mean())}
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file; ValueError naming the file when it is not one."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
+
+
 def evaluate(recon_dir: str | Path, truth_dir: str | Path, n_surface_points: int = 50_000) -> dict:
     """All metrics of the module docstring as a dict; writes nothing."""
     rd, td = Path(recon_dir), Path(truth_dir)
@@ -131,17 +142,17 @@ def evaluate(recon_dir: str | Path, truth_dir: str | Path, n_surface_points: int
         if not p.is_file():
             raise FileNotFoundError(f"evaluate: {p} does not exist (recon = a `pinngs reconstruct` folder, "
                                     f"truth = the truth/ folder of a simulated study)")
-    occ_r, o_r, h_r = _load_lumen(rd / "lumen.npz")
-    occ_t, o_t, h_t = _load_lumen(td / "lumen.npz")
-    out: dict = {"dice": dice(resample_to(occ_r, o_r, h_r, o_t, h_t, occ_t.shape), occ_t)}
-    out.update(surface_metrics(mask_to_mesh(occ_r, o_r, h_r), mask_to_mesh(occ_t, o_t, h_t), n_surface_points))
-    br, bt = read_centerline_csv(rd / "centerline.csv"), read_centerline_csv(td / "centerline.csv")
-    out.update(centerline_metrics(br, bt))
-    summary = json.loads((rd / "summary.json").read_text())
-    truth = json.loads((td / "truth.json").read_text())
+    # every input is read and checked before any metric is computed
+    summary, truth = _read_json(rd / "summary.json"), _read_json(td / "truth.json")
     lesions = summary.get("stenosis")
     if lesions is None:
         raise KeyError(f"{rd / 'summary.json'}: missing 'stenosis' (the grading of `pinngs reconstruct`)")
+    occ_r, o_r, h_r = _load_lumen(rd / "lumen.npz")
+    occ_t, o_t, h_t = _load_lumen(td / "lumen.npz")
+    br, bt = read_centerline_csv(rd / "centerline.csv"), read_centerline_csv(td / "centerline.csv")
+    out: dict = {"dice": dice(resample_to(occ_r, o_r, h_r, o_t, h_t, occ_t.shape), occ_t)}
+    out.update(surface_metrics(mask_to_mesh(occ_r, o_r, h_r), mask_to_mesh(occ_t, o_t, h_t), n_surface_points))
+    out.update(centerline_metrics(br, bt))
     rec_pct = max((float(x["percent_diameter_stenosis"]) for x in lesions), default=0.0)
     if truth.get("stenosis"):
         true_pct, source = 100.0 * float(truth["stenosis"]["severity"]), "nominal"

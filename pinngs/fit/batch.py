@@ -43,6 +43,7 @@ from ..field import GaussianField
 from ..geometry import CArmView, pack_views, sample_image
 from ..io.study import Study
 from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
+from ..io.atomic import atomic_file, failpoint
 from ..render import nuisance_fit
 
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
@@ -405,23 +406,52 @@ class FitResult:
     info: dict
 
 
-def _state(f: GaussianField, opt, step: int, history: list, c: FitConfig) -> dict:
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during ``fit_study``: the last checkpoint (``checkpoint``, at ``step``; None
+    when none was written yet) is kept for ``resume``."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted; last checkpoint at step {step}" if checkpoint else "interrupted before the "
+                         "first checkpoint")
+        self.step, self.checkpoint = step, checkpoint
+
+
+def _state(f: GaussianField, opt, step: int, history: list, c: FitConfig, fingerprint: str | None) -> dict:
     return {"step": step, "means": f.means.detach(), "log_scales": f.log_scales.detach(), "quats": f.quats.detach(),
             "raw_atten": f.raw_atten.detach(), "opt": opt.state_dict(), "history": history, "config": asdict(c),
-            "rng": torch.get_rng_state()}
+            "rng": torch.get_rng_state(), "study_fingerprint": fingerprint}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint completely or not at all (temporary file, then rename)."""
+    with atomic_file(path, "wb") as fh:
+        torch.save(state, fh)
 
 
-def load_checkpoint(path: Path) -> tuple[GaussianField, dict]:
+def _read_checkpoint(path: Path) -> dict:
     try:
         st = torch.load(path, weights_only=False)
     except Exception as e:  # noqa: BLE001 - anything unreadable is reported the same way
-        raise ValueError(f"checkpoint {path} cannot be read ({e}); delete it or rerun without --resume") from e
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); start again with "
+                         "--overwrite") from None
+    if not isinstance(st, dict) or "step" not in st:
+        raise ValueError(f"{path} is not a pinngs fit checkpoint; start again with --overwrite")
+    return st
+
+
+def read_checkpoint_step(path: Path) -> int:
+    """The fit step a checkpoint was written at."""
+    return int(_read_checkpoint(path)["step"])
+
+
+def read_checkpoint_fingerprint(path: Path) -> str | None:
+    """The ``Study.fingerprint`` of the study a checkpoint was fitted to (None for old checkpoints)."""
+    return _read_checkpoint(path).get("study_fingerprint")
+
+
+def load_checkpoint(path: Path) -> tuple[GaussianField, dict]:
+    """The field of a checkpoint, bit-exact, and the whole state dict."""
+    st = _read_checkpoint(path)
     f = GaussianField(st["means"], st["log_scales"].exp(), st["quats"],
                       torch.nn.functional.softplus(st["raw_atten"]))
     with torch.no_grad():  # bit-exact, not through the exp/log and softplus round trips
@@ -431,12 +461,15 @@ def load_checkpoint(path: Path) -> tuple[GaussianField, dict]:
 
 
 def fit_study(study: Study, config: FitConfig | None = None, checkpoint: str | Path | None = None,
-              resume: bool = False, progress: bool = True, stop_after: int | None = None) -> FitResult:
+              resume: bool = False, progress: bool = True, stop_after: int | None = None,
+              study_fingerprint: str | None = None) -> FitResult:
     """Fit Gaussians to a study; see the module docstring.
 
     ``checkpoint``: file to save to every ``config.checkpoint_every`` steps; with ``resume`` the fit
-    restarts from it when it exists. ``stop_after``: stop (without the lumen) after that many steps
-    in this call, for tests of the resume path; returns None then.
+    restarts from it when it exists; ``study_fingerprint`` (``Study.fingerprint``) is stored in it, so
+    that a resume can check it is the same study. ``stop_after``: stop (without the lumen) after that
+    many steps in this call, for tests of the resume path; returns None then. Ctrl-C (or SIGTERM
+    turned into KeyboardInterrupt) raises ``Interrupted`` naming the last checkpoint, which is kept.
 
     Threads (``config.threads``; 0 = every core, the default; the previous setting is restored
     afterwards). On a busy machine pass threads=1: small steps on a shared core spend more on an
@@ -447,7 +480,7 @@ def fit_study(study: Study, config: FitConfig | None = None, checkpoint: str | P
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(resolve_threads(c.threads))
     try:
-        return _fit(study, c, checkpoint, resume, progress, stop_after)
+        return _fit(study, c, checkpoint, resume, progress, stop_after, study_fingerprint)
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -457,8 +490,8 @@ def resolve_threads(threads: int) -> int:
     return threads if threads > 0 else max(1, os.cpu_count() or 1)
 
 
-def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, stop_after: int | None
-         ) -> FitResult | None:
+def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, stop_after: int | None,
+         fingerprint: str | None = None) -> FitResult | None:
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
     tg = targets_from_study(study, c.rot_keep)
@@ -479,6 +512,8 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         opt = make_optimizer(f, c)
         opt.load_state_dict(st["opt"])
         start, history = st["step"], st["history"]
+        if start > c.iters:
+            raise ValueError(f"the checkpoint {ckpt} is at step {start}, past iters = {c.iters}")
         torch.set_rng_state(st["rng"])
     else:
         f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
@@ -489,51 +524,57 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     bar = tqdm(range(start, c.iters), desc="fit Gaussians", unit="step", disable=not progress,
                initial=start, total=c.iters)
     steps_here = 0
-    for it in bar:
-        if c.densify_every and it > 0 and it % c.densify_every == 0 and it <= c.densify_until:
-            f, dinfo = densify_prune(f, c)
-            opt = make_optimizer(f, c)
-            history.append({"step": it, "densify": dinfo})
-        opt.zero_grad(set_to_none=True)
-        _, prec = f.covar_and_precision()
-        atten = f.attenuation
-        if batch:  # a random subset of frames; each frame's contrast state = one least-squares scale
-            sel = torch.randperm(V)[:c.frames_batch]
-            pk, tgt = packed[sel], tg.images[sel]
-            params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
-            img = rasterize(pk, params, atten.expand(len(sel), -1), rects, W, H)
-            data = ((nuisance_fit(img, tgt, True) - tgt) ** 2).sum() / per_target[sel].sum()
-        else:
-            params, rects = project_gaussians(packed, f.means, prec, W, H, 5.0)
-            img = rasterize(packed, params, atten.expand(V, -1), rects, W, H)
-            data = ((nuisance_fit(img, tg.images, False) - tg.images) ** 2).sum() / norm
-        loss = data
-        s = f.scales
-        reg_s = (torch.relu(s - c.max_scale_mm) + torch.relu(c.min_scale_mm - s)).pow(2).sum(-1).mean()
-        loss = loss + c.scale_weight * reg_s
-        reg_b = torch.zeros(())
-        if c.binary_weight > 0:
-            grid = _grid_around(f, c.binary_grid_mm, 1.0)
-            cov, prec2 = f.covar_and_precision()
-            vol = voxelize(f.means, prec2, cov, atten, grid, 4.0)
-            mu_c = lumen_level(vol)
-            w = vol / mu_c
-            support = max(1, int((w.detach() > 0.05).sum()))
-            reg_b = (torch.relu(w) * torch.relu(1.0 - w)).sum() / support
-            loss = loss + c.binary_weight * reg_b
-        loss.backward()
-        opt.step()
-        steps_here += 1
-        if it % 10 == 0 or it == c.iters - 1:
-            history.append({"step": it, "data": float(data.detach()), "scale": float(reg_s.detach()),
-                            "binary": float(reg_b.detach()), "n": len(f)})
-            bar.set_postfix(data=f"{float(data.detach()):.2e}", n=len(f))
-        done = it + 1
-        if ckpt is not None and (done % c.checkpoint_every == 0 or done == c.iters):
-            save_checkpoint(ckpt, _state(f, opt, done, history, c))
-        if stop_after is not None and steps_here >= stop_after:
-            bar.close()
-            return None
+    try:
+        for it in bar:
+            if c.densify_every and it > 0 and it % c.densify_every == 0 and it <= c.densify_until:
+                f, dinfo = densify_prune(f, c)
+                opt = make_optimizer(f, c)
+                history.append({"step": it, "densify": dinfo})
+            opt.zero_grad(set_to_none=True)
+            _, prec = f.covar_and_precision()
+            atten = f.attenuation
+            if batch:  # a random subset of frames; each frame's contrast state = one least-squares scale
+                sel = torch.randperm(V)[:c.frames_batch]
+                pk, tgt = packed[sel], tg.images[sel]
+                params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
+                img = rasterize(pk, params, atten.expand(len(sel), -1), rects, W, H)
+                data = ((nuisance_fit(img, tgt, True) - tgt) ** 2).sum() / per_target[sel].sum()
+            else:
+                params, rects = project_gaussians(packed, f.means, prec, W, H, 5.0)
+                img = rasterize(packed, params, atten.expand(V, -1), rects, W, H)
+                data = ((nuisance_fit(img, tg.images, False) - tg.images) ** 2).sum() / norm
+            loss = data
+            s = f.scales
+            reg_s = (torch.relu(s - c.max_scale_mm) + torch.relu(c.min_scale_mm - s)).pow(2).sum(-1).mean()
+            loss = loss + c.scale_weight * reg_s
+            reg_b = torch.zeros(())
+            if c.binary_weight > 0:
+                grid = _grid_around(f, c.binary_grid_mm, 1.0)
+                cov, prec2 = f.covar_and_precision()
+                vol = voxelize(f.means, prec2, cov, atten, grid, 4.0)
+                mu_c = lumen_level(vol)
+                w = vol / mu_c
+                support = max(1, int((w.detach() > 0.05).sum()))
+                reg_b = (torch.relu(w) * torch.relu(1.0 - w)).sum() / support
+                loss = loss + c.binary_weight * reg_b
+            loss.backward()
+            opt.step()
+            steps_here += 1
+            if it % 10 == 0 or it == c.iters - 1:
+                history.append({"step": it, "data": float(data.detach()), "scale": float(reg_s.detach()),
+                                "binary": float(reg_b.detach()), "n": len(f)})
+                bar.set_postfix(data=f"{float(data.detach()):.2e}", n=len(f))
+            done = it + 1
+            if ckpt is not None and (done % c.checkpoint_every == 0 or done == c.iters):
+                save_checkpoint(ckpt, _state(f, opt, done, history, c, fingerprint))
+                failpoint("checkpoint")
+            if stop_after is not None and steps_here >= stop_after:
+                bar.close()
+                return None
+    except KeyboardInterrupt:  # the last checkpoint stays; resume continues from it
+        bar.close()
+        last = read_checkpoint_step(ckpt) if ckpt is not None and ckpt.exists() else 0
+        raise Interrupted(last, ckpt if last else None) from None
     bar.close()
     t_fit = time.perf_counter() - t0 - t_init
     occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)

@@ -164,7 +164,7 @@ class OnlineEstimate:
     # TransitFit.to_dict() + coverage, upstream_weight and branch_flows_mm3_s (the flows used, split_flows)
     transit: dict = field(default_factory=dict)
     seconds: float = 0.0
-    note: str = "confidences are heuristics (pinngs.online docstring), not calibrated against errors"
+    note: str = "confidences are heuristics (pinngs.flow.estimate docstring), not calibrated against errors"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,7 +173,8 @@ class OnlineEstimate:
         """One line for a terminal."""
         if not math.isfinite(self.q_mm3_s):
             return f"[{self.status}] {self.n_frames} frames, {self.n_gaussians} Gaussians"
-        return (f"Q {self.q_mm3_s:.0f} mm³/s ({self.q_confidence:.2f}) | v̄ {self.velocity_mean_mm_s:.0f} mm/s "
+        tag = "[IMPLAUSIBLE] " if self.status.startswith("implausible") else ""
+        return (f"{tag}Q {self.q_mm3_s:.0f} mm³/s ({self.q_confidence:.2f}) | v̄ {self.velocity_mean_mm_s:.0f} mm/s "
                 f"| ΔP {self.dp_pa:.0f} Pa = {self.dp_mmhg:.2f} mmHg ({self.dp_confidence:.2f}) "
                 f"| FFR {self.ffr:.3f} ({self.ffr_confidence:.2f}) | {self.n_frames} frames")
 
@@ -338,8 +339,7 @@ class OnlineFitter:
         if img is None:
             warnings.warn(f"frame skipped: {why}", OnlineFrameWarning, stacklevel=2)
             rep = FrameReport(False, why, seconds=time.perf_counter() - t0, n_gaussians=self._n_gauss())
-            self.history.append({"accepted": False, "reason": why, "seconds": rep.seconds})
-            return rep
+            return rep  # the state, history included, is exactly as it was
         # --- append (the state changes from here on)
         vi = self._view_index(view)
         if vi is None:
@@ -814,26 +814,26 @@ class OnlineFitter:
                 "seconds_fit": float(sum(h.get("fit_seconds", 0.0) for h in self.history)),
                 "steps": self.total_steps, "data_rel_l2": est.data_rel_l2, "config": asdict(self.config.fit)}
         res = FitResult(model, tg, mu_c, occ, origin, self.config.lumen_mm, [], info)
-        acc = [h for h in self.history if h.get("accepted")]
-        extra = {"online": {"estimate": est.to_dict(), "source": self.source, "frames_accepted": len(acc),
-                            "frames_skipped": len(self.history) - len(acc), "steps": self.total_steps,
-                            "config": asdict(self.config)}}
+        extra = {"online": {"estimate": est.to_dict(), "source": self.source, "frames_accepted": self.n_frames,
+                            "steps": self.total_steps, "config": asdict(self.config)}}
         return _write_outputs(out, res, self.study(), study_label, overwrite, extra, self._flow, est.status,
                               self.config.pa_mmhg)
 
 
 def _write_outputs(out: str | os.PathLike, res: FitResult, study: Study, label: str, overwrite: bool,
                    extra: dict, flow: LumenFlow | None, status: str, pa_mmhg: float) -> dict:
-    """The output files of ``pinngs reconstruct`` (``report.write_outputs``) into ``out``, which must
-    be empty unless ``overwrite``."""
+    """The output files of ``pinngs reconstruct`` (``report.write_outputs``): built in a folder beside
+    ``out`` and swapped in when complete; ``out`` must be empty unless ``overwrite``."""
     import shutil
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a folder")
-    if out.exists() and any(p.name != ".writing" for p in out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"output folder {out} is not empty; choose another or allow overwriting")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return write_outputs(out, res, study, label, flow=flow, flow_note=status, pa_mmhg=pa_mmhg, extra=extra)
+    from ..io.atomic import check_output, replace_dir, temp_dir_beside
+
+    out = check_output(out, overwrite=overwrite)
+    tmp = temp_dir_beside(out)
+    try:
+        summary = write_outputs(tmp, res, study, label, flow=flow, flow_note=status, pa_mmhg=pa_mmhg, extra=extra)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

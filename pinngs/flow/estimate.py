@@ -46,6 +46,9 @@ from .reduced import ffr
 from .transit import TransitFit, fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
 
 METHOD = "reduced"  # what this estimator is, as named in summary.json: transit Q, Poiseuille + Young–Tsai
+# FFR outside [FFR_MIN_PLAUSIBLE, 1] is labelled implausible: a negative ΔP (FFR > 1) is a fitting error,
+# and a ΔP of more than 85 % of Pa (FFR < 0.15) would have stopped the flow that was measured passing.
+FFR_MIN_PLAUSIBLE = 0.15
 
 
 @dataclass
@@ -131,7 +134,8 @@ class LumenFlow:
                             "percent_equivalent_diameter_stenosis":
                                 float(x.get("percent_equivalent_diameter_stenosis", float("nan"))),
                             "jet_weight": lesion_jet_weight(x), "q_mm3_s": self.q_mm3_s[x["branch"]],
-                            "dp_pa": dpl, "dp_mmhg": dpl / PA_PER_MMHG, "ffr": float(ffr(dpl, pa_mmhg))})
+                            "dp_pa": dpl, "dp_mmhg": dpl / PA_PER_MMHG, "ffr": float(ffr(dpl, pa_mmhg)),
+                            "plausible": bool(plausible_ffr(float(ffr(dpl, pa_mmhg))))})
         out = {"method": METHOD, "status": "ok", "pa_mmhg": float(pa_mmhg),
                "q_mm3_s": q, "q_confidence": cq, "branch_flows_mm3_s": self.q_mm3_s,
                "velocity_mean_mm_s": q / a0, "velocity_max_mm_s": 2 * q / amin, "velocity_confidence": c_flow,
@@ -139,11 +143,17 @@ class LumenFlow:
                "ffr": float(ffr(dp, pa_mmhg)), "ffr_confidence": c_flow,
                "dp_section_arcs_mm": [float(v) for v in self.dp_arcs_mm], "lesions": lesions,
                "transit": tr.to_dict() | {"coverage": coverage, "upstream_weight": self.upstream_weight}}
-        if out["dp_mmhg"] >= pa_mmhg:  # FFR <= 0: no flow could pass; the geometry is wrong, not the patient
+        if not plausible_ffr(out["ffr"]):  # the geometry is wrong, not the patient
             out["dp_confidence"] = out["ffr_confidence"] = 0.0
-            out["status"] = (f"implausible: ΔP {out['dp_mmhg']:.0f} mmHg is not below Pa = {pa_mmhg:.0f} mmHg "
-                             "(a pinched section, usually a ghost of a young fit); ΔP, FFR confidence 0")
+            out["status"] = (f"implausible: FFR {out['ffr']:.3f} (ΔP {out['dp_mmhg']:.1f} mmHg at Pa = {pa_mmhg:.0f} "
+                             f"mmHg) is outside [{FFR_MIN_PLAUSIBLE}, 1] (a pinched section, usually a ghost of a young "
+                             "fit, or a flow rate that cannot be right); ΔP, FFR confidence 0")
         return out
+
+
+def plausible_ffr(ffr_value: float) -> bool:
+    """Whether an FFR could belong to a patient whose flow was measured: in [FFR_MIN_PLAUSIBLE, 1]."""
+    return bool(math.isfinite(ffr_value) and FFR_MIN_PLAUSIBLE <= ffr_value <= 1.0)
 
 
 def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,

@@ -12,8 +12,9 @@ from .study import Frame, Study, StudyError, load_study, save_study
 __all__ = ["Frame", "Study", "StudyError", "load_any_study", "load_study", "save_study"]
 
 
-def load_any_study(path: str | os.PathLike) -> Study:
-    """A study folder (study.json + frames/) or DICOM XA: one file, or a folder of .dcm files.
+def load_any_study(path: str | os.PathLike, force_merge: bool = False) -> Study:
+    """A study folder (study.json + frames/) or DICOM XA: one file, or a folder of .dcm files (of one
+    patient and study unless ``force_merge``, see ``dicom.read_xa``).
 
     Raises:
         StudyError: the path does not exist, holds neither a study nor DICOM files, or the study
@@ -32,5 +33,5 @@ def load_any_study(path: str | os.PathLike) -> Study:
         files = [q for q in files if q.is_file()]
         if not files:
             raise StudyError(str(p), ["holds neither study.json nor DICOM files (*.dcm)"])
-        return read_xa(files)
-    return read_xa([p])
+        return read_xa(files, force_merge=force_merge)
+    return read_xa([p], force_merge=force_merge)

@@ -67,11 +67,16 @@ def _times_s(ds, n: int, path: Path) -> list[Decimal]:
             raise DicomError(f"{path}: FrameTimeVector has {len(ftv)} values for {n} frames")
         out, acc = [], Decimal(0)
         for k, v in enumerate(ftv):
+            if k and Decimal(str(v)) < 0:
+                raise DicomError(f"{path}: FrameTimeVector (0018,1065) entry {k} is {v} ms: frame times must not "
+                                 "go backwards")
             acc += Decimal(str(v)) if k else Decimal(0)
             out.append(acc / 1000)
         return out
     if "FrameTime" in ds and ds.FrameTime not in (None, ""):
         ft = Decimal(str(ds.FrameTime))
+        if not ft > 0 and n > 1:
+            raise DicomError(f"{path}: FrameTime (0018,1063) is {ds.FrameTime} ms; it must be positive")
         return [ft * k / 1000 for k in range(n)]
     if n == 1:
         return [Decimal(0)]
@@ -93,8 +98,14 @@ def _dec_sum(base: float, inc: list[float] | None, k: int) -> float:
     return float(Decimal(str(base)) + Decimal(str(inc[k]))) if inc else base
 
 
-def read_xa(paths: list[str | os.PathLike] | str | os.PathLike) -> Study:
-    """Read one plane (a file), a biplane pair (two files) or a folder of XA files into a Study."""
+IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID")  # must agree across the files of a study
+
+
+def read_xa(paths: list[str | os.PathLike] | str | os.PathLike, force_merge: bool = False) -> Study:
+    """Read one plane (a file), a biplane pair (two files) or a folder of XA files into a Study.
+
+    The files must belong to one patient, study and frame of reference (``IDENTITY_TAGS``, where
+    present); files that differ are refused with both values named, unless ``force_merge``."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -112,11 +123,19 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike) -> Study:
             raise DicomError(f"{path}: not a readable DICOM file ({err})") from None
         for name in REQUIRED:
             _tag(ds, name, path)
-        n = int(ds.get("NumberOfFrames", 1) or 1)
+        try:
+            n = int(ds.get("NumberOfFrames", 1))
+        except (TypeError, ValueError):
+            raise DicomError(f"{path}: NumberOfFrames (0028,0008) is not a number: {ds.get('NumberOfFrames')!r}") from None
+        if n < 1:
+            raise DicomError(f"{path}: NumberOfFrames (0028,0008) is {n}; an XA run needs at least 1 frame")
         try:
             pix = ds.pixel_array.astype(np.float32)
         except Exception as err:  # pydicom raises several types for inconsistent pixel data
             raise DicomError(f"{path}: PixelData (7FE0,0010) cannot be decoded ({err})") from None
+        if pix.size != n * int(ds.Rows) * int(ds.Columns):
+            raise DicomError(f"{path}: PixelData holds {pix.size} pixels, not NumberOfFrames × Rows × Columns = "
+                             f"{n} × {int(ds.Rows)} × {int(ds.Columns)}")
         pix = pix.reshape(n, int(ds.Rows), int(ds.Columns))
         sp = [_num(x, "ImagerPixelSpacing", path) for x in ds.ImagerPixelSpacing]
         if len(sp) != 2:
@@ -143,7 +162,15 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike) -> Study:
         except ValueError:
             raise DicomError(f"{path}: AcquisitionDateTime (0008,002A) is not a DICOM DT: {acq!r}") from None
         planes.append(dict(path=path, pix=pix, geo=geo, a0=a0, b0=b0, da=da, db=db, mask=mask_idx,
-                           times=_times_s(ds, n, path), start=start))
+                           times=_times_s(ds, n, path), start=start,
+                           ids={t: str(ds.get(t, "")) for t in IDENTITY_TAGS}))
+    if not force_merge:
+        for t in IDENTITY_TAGS:
+            seen = {p["ids"][t]: p["path"] for p in planes if p["ids"][t]}
+            if len(seen) > 1:
+                (a, pa), (b, pb) = list(seen.items())[:2]
+                raise DicomError(f"read_xa: the files are of different studies: {t} is {a!r} in {pa} but {b!r} in "
+                                 f"{pb}; read them separately, or pass --force-merge if they are one acquisition")
     starts = [p["start"] for p in planes]
     t0 = min(s for s in starts if s is not None) if any(s is not None for s in starts) else None
     rotational = any(p["da"] is not None or p["db"] is not None for p in planes)
@@ -206,6 +233,7 @@ def write_xa(study: Study, folder: str | os.PathLike, i0: float = 16000.0) -> li
     else:
         groups = [[k for k, f in enumerate(study.frames) if f.view == v] for v in range(len(study.views))]
     t_first = min(f.t_s for f in study.frames)
+    study_uid, frame_of_reference_uid = generate_uid(), generate_uid()  # one study: every file shares them
     written = []
     for g, idx in enumerate(groups):
         idx = sorted(idx, key=lambda k: study.frames[k].t_s)
@@ -229,7 +257,8 @@ def write_xa(study: Study, folder: str | os.PathLike, i0: float = 16000.0) -> li
         ds.SOPClassUID, ds.SOPInstanceUID = XA_SOP_CLASS, meta.MediaStorageSOPInstanceUID
         ds.Modality = "XA"
         ds.PatientName, ds.PatientID = "pinngs^simulated", "PINNGS0001"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+        ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.Rows, ds.Columns, ds.NumberOfFrames = v0.rows, v0.cols, len(arr)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

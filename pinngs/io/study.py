@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from ..geometry import CArmView
+from .atomic import replace_dir, temp_dir_beside
 
 FORMAT = "pinngs-study"
 VERSION = 1
@@ -86,6 +86,19 @@ class Study:
     def times_s(self) -> np.ndarray:
         return np.array([f.t_s for f in self.frames], dtype=np.float64)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a fit depends on (mode, intensity, views, frames with their images and
+        times, masks): a checkpoint carries it, so that --resume refuses another study's checkpoint."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps([self.mode, self.intensity, [_view_to_json(v) for v in self.views]]).encode())
+        for f in self.frames:
+            h.update(np.asarray([f.view, f.t_s], np.float64).tobytes())
+            h.update(np.ascontiguousarray(f.image, np.float32).tobytes())
+        for vi in sorted(self.masks):
+            h.update(np.ascontiguousarray(self.masks[vi], np.float32).tobytes())
+        return h.hexdigest()
+
 
 def _check_study(s: Study) -> list[str]:
     p: list[str] = []
@@ -118,6 +131,16 @@ def _check_study(s: Study) -> list[str]:
             p.append(f"frames[{k}]: image contains {int((~np.isfinite(f.image)).sum())} NaN/inf pixel(s)")
         if not math.isfinite(f.t_s):
             p.append(f"frames[{k}].t_s: must be finite, found {f.t_s}")
+        elif f.t_s < 0:
+            p.append(f"frames[{k}].t_s: frame times are seconds from the start of the run, ≥ 0; found {f.t_s}")
+    last: dict[int, tuple[int, float]] = {}
+    for k, f in enumerate(s.frames):  # per view, the frames must come in increasing time
+        if 0 <= f.view < nv and math.isfinite(f.t_s):
+            if f.view in last and not f.t_s > last[f.view][1]:
+                j, tj = last[f.view]
+                p.append(f"frames[{k}].t_s: {f.t_s} s is not after frames[{j}] ({tj} s) of the same view {f.view}: "
+                         "frame times must increase within a view")
+            last[f.view] = (k, f.t_s)
     if s.intensity == "raw":
         for vi in sorted({f.view for f in s.frames if 0 <= f.view < nv}):
             if vi not in s.masks:
@@ -171,17 +194,14 @@ class AtomicFolder:
             raise FileExistsError(f"{self.out} exists and is not empty; choose another folder or allow overwriting")
 
     def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp", dir=self.out.parent))
+        self.tmp = temp_dir_beside(self.out)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        replace_dir(self.tmp, self.out)  # the old folder stays until the new one is complete
         return False
 
 

@@ -37,6 +37,11 @@ class FolderWatcher:
             self.done.add(key)
             warnings.warn(f"skipping {key}: {why}", WatchWarning, stacklevel=2)
 
+    @staticmethod
+    def key_of(label: str) -> str:
+        """The file a frame's label came from ("file.dcm[3]" -> "file.dcm"; a study frame's label is its file)."""
+        return label.split("[", 1)[0] if label.endswith("]") else label
+
     def poll(self) -> list[tuple]:
         """[(image [H, W] line integrals, CArmView, t_s, label)] of the frames new since the last poll,
         in time order."""
