@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import warnings
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _C: ModuleType | None = None
 _tried = False
@@ -44,3 +48,26 @@ def has_compiled() -> bool:
 def has_cuda_kernels() -> bool:
     C = get_C()
     return C is not None and bool(C.has_cuda())
+
+
+Device = str  # "auto", "cpu" or "cuda" (also "cuda:N")
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device a ``--device`` setting means: "auto" is CUDA when a GPU is visible and
+    pinngs._C has CUDA kernels, else the CPU; "cuda" without either is a ValueError that says so."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and has_cuda_kernels() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} on this machine; "
+                             "use --device cpu (or auto)")
+        if not has_cuda_kernels():
+            raise ValueError(f"--device {name}: pinngs._C was built without CUDA kernels; rebuild it on a machine "
+                             "with nvcc and a CUDA torch (pip install --no-build-isolation -e .), or use --device cpu")
+        return torch.device(name)
+    raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")

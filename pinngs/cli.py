@@ -179,11 +179,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from .fit.batch import FitConfig, Interrupted
     from .reconstruct import ReconstructError, reconstruct
 
-    given = {"iters": args.iters, "checkpoint_every": args.checkpoint_every, "threads": _threads(args)}
+    given = {"iters": args.iters, "checkpoint_every": args.checkpoint_every, "threads": _threads(args),
+             "device": args.device}
     flow = "none" if args.no_flow else args.flow
     try:
+        from .backend import resolve_device
+        from .flow.estimate import FlowConfig
+        from .pinn.field import PinnConfig
+
+        resolve_device(args.device)  # one clear error before any work when the device is not there
         cfg = dataclasses.replace(FitConfig(seed=args.seed), **given)
-        s = reconstruct(args.study, args.output, cfg, flow=flow, pa_mmhg=args.pa_mmhg, overwrite=args.overwrite,
+        fcfg = FlowConfig(pinn=PinnConfig(device=args.device))
+        s = reconstruct(args.study, args.output, cfg, flow=flow, flow_config=fcfg, pa_mmhg=args.pa_mmhg,
+                        overwrite=args.overwrite,
                         resume=args.resume, allow_single_view=args.allow_single_view, force_merge=args.force_merge)
     except (ReconstructError, ValueError) as e:
         raise UserError(str(e)) from None
@@ -224,7 +232,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
 
     s = WatchSettings(args.dir, args.output, args.budget_s, args.steps, args.max_frames, args.idle_timeout_s,
                       args.poll_s, args.estimate_every, _threads(args), args.seed, args.snapshot, args.snapshot_every,
-                      args.resume, args.overwrite)
+                      args.resume, args.overwrite, args.device)
     try:
         watch(s)
     except WatchError as e:
@@ -277,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     r.add_argument("study", help="study folder (study.json) or DICOM XA file / folder of .dcm files")
     r.add_argument("-o", "--output", required=True, help="output folder (created; must be empty unless --overwrite)")
-    r.add_argument("--flow", choices=["reduced", "none"], default="reduced",
-                   help="flow method: reduced = bolus-transit Q, Poiseuille + Young-Tsai ΔP, quasi-Poiseuille fields")
+    r.add_argument("--flow", choices=["pinn", "fem", "pinn-pure", "reduced", "none"], default="pinn",
+                   help="flow method: pinn = a PINN anchored on 3D CFD of the lumen; fem = the CFD itself; pinn-pure = "
+                        "a PINN without CFD; reduced = Poiseuille + Young-Tsai with a quasi-Poiseuille field; none")
     r.add_argument("--no-flow", action="store_true", help="geometry only (the same as --flow none)")
     r.add_argument("--pa-mmhg", type=_float_in(0.0, 300.0), default=93.0,
                    help="mean aortic pressure for FFR (mmHg), > 0 and ≤ 300")
@@ -290,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     r.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty output folder (once the new one is complete), or start an interrupted run again")
+    r.add_argument("--device", default="cpu", help="where the fit and the PINN run: cpu, cuda or auto (CUDA when a "
+                   "GPU and CUDA kernels are there)")
     r.add_argument("--allow-single-view", action="store_true",
                    help="reconstruct even without two views ≥ 5° apart (depth is then not observable; the report says so)")
     r.add_argument("--force-merge", action="store_true",
@@ -319,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--snapshot-every", type=_int_in(0), default=0,
                    help="save the fit every N accepted frames, so that a killed run can --resume (0: only at stop)")
     w.add_argument("--resume", action="store_true", help="continue an interrupted watch from its saved state")
+    w.add_argument("--device", default="cpu", help="where the online fit runs: cpu, cuda or auto")
     w.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)")
     w.set_defaults(func=cmd_watch)
     return p

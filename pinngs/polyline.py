@@ -60,3 +60,18 @@ def plane_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.cross(t, a)
     u /= np.linalg.norm(u)
     return u, np.cross(t, u)
+
+
+def disc_points(branch: np.ndarray, arc_mm: float, radius_mm: float, h_mm: float = 0.05
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Points [S, 3] on a square grid of spacing ``h_mm`` covering a disc of ``radius_mm`` normal to a
+    polyline ([P, >= 3], first columns X, Y, Z) at arc length ``arc_mm``, and their areas [S] (mm²)."""
+    b = np.asarray(branch, float)
+    s = arc_length(b[:, :3])
+    c = np.array([np.interp(arc_mm, s, b[:, j]) for j in range(3)])
+    t = tangents(b[:, :3])[int(np.argmin(np.abs(s - arc_mm)))]
+    u, w = plane_basis(t)
+    g = np.arange(-radius_mm, radius_mm + 1e-9, h_mm)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    disc = X * X + Y * Y <= radius_mm * radius_mm
+    return c + X[disc][:, None] * u + Y[disc][:, None] * w, np.full(int(disc.sum()), h_mm * h_mm)

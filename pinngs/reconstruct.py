@@ -10,9 +10,10 @@ Steps (``reconstruct``):
    than two directions ``MIN_VIEW_SEPARATION_DEG`` apart) unless ``allow_single_view``;
 2. fit the Gaussians to its frames (``fit.batch.fit_study``), checkpointing as it goes;
 3. the lumen's centerline (``analysis.centerline``);
-4. the flow on the lumen (``flow.estimate.flow_on_lumen``: transit Q, Poiseuille + Young–Tsai ΔP,
-   FFR, quasi-Poiseuille fields), unless ``flow="none"``; a flow that cannot be computed is a line
-   in the summary and the report, and the geometry is still written;
+4. the flow on the lumen (``flow.estimate.estimate_flow``: the transit Q, then by default 3D CFD on
+   the lofted lumen and a PINN anchored on it at the Gaussian centres), unless ``flow="none"``; a
+   flow that cannot be computed (no inlet, no bolus passage, the CFD diverged) is a line in the
+   summary and the report, and the geometry is still written;
 5. the outputs and the report (``report.write_outputs``; the file list is in ``pinngs.report``).
 
 Nothing in OUT changes until the end: the work (checkpoint, then the outputs) happens in
@@ -25,12 +26,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from .analysis.centerline import extract_centerline
 from .fit.batch import FitConfig, Interrupted, fit_study, read_checkpoint_step
-from .flow.estimate import flow_on_lumen
+from .flow.estimate import FlowConfig, estimate_flow
 from .geometry import view_separation_deg
 from .io import StudyError, load_any_study
 from .io.atomic import OutputError, check_output, failpoint, partial_dir, replace_dir
@@ -38,8 +42,8 @@ from .io.dicom import DicomError
 from .report import write_outputs
 from .units import PA_AORTIC_MMHG
 
-FlowMethod = Literal["reduced", "none"]
-FLOW_METHODS: tuple[str, ...] = ("reduced", "none")
+FlowMethod = Literal["pinn", "fem", "pinn-pure", "reduced", "none"]
+FLOW_METHODS: tuple[str, ...] = ("pinn", "fem", "pinn-pure", "reduced", "none")
 MIN_VIEW_SEPARATION_DEG = 5.0  # views closer than this (projection axes) give no usable depth
 SINGLE_VIEW_WARNING = ("depth is not observable: the study has no two views {min:.0f}° or more apart (largest "
                        "separation {sep:.1f}°); the lumen's extent along the viewing direction is a guess")
@@ -50,7 +54,8 @@ class ReconstructError(ValueError):
 
 
 def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: FitConfig | None = None, *,
-                flow: FlowMethod = "reduced", pa_mmhg: float = PA_AORTIC_MMHG, overwrite: bool = False,
+                flow: FlowMethod = "pinn", flow_config: FlowConfig | None = None, pa_mmhg: float = PA_AORTIC_MMHG,
+                overwrite: bool = False,
                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
                 allow_single_view: bool = False, force_merge: bool = False) -> dict | None:
     """Run the whole batch reconstruction (module docstring).
@@ -59,7 +64,10 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
         study_path: a study folder or DICOM XA (a file or a folder of .dcm files).
         out: the output folder (must be empty unless ``overwrite``; replaced only once complete).
         config: the fit's settings (defaults if None).
-        flow: "reduced" (the flow estimate) or "none" (geometry only).
+        flow: "pinn" (a PINN anchored on 3D CFD of the lofted lumen, the default), "fem" (the CFD
+            itself), "pinn-pure" (a PINN without CFD), "reduced" (transit Q, Poiseuille + Young–Tsai,
+            quasi-Poiseuille field) or "none" (geometry only).
+        flow_config: the CFD and PINN settings (``flow.estimate.FlowConfig``; its method is ``flow``).
         pa_mmhg: mean aortic pressure for FFR (mmHg).
         resume: continue an interrupted run from its checkpoint in ``.OUT.partial``.
         stop_after: stop after that many fit steps without writing outputs (tests of the resume path).
@@ -114,10 +122,15 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
     branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
     # 4. the flow
     lumen_flow, note = None, "not requested (--flow none)"
-    if flow == "reduced":
+    if flow != "none":
+        fcfg = replace(flow_config or FlowConfig(), method=flow)
+        with torch.no_grad():
+            centres = res.field.means.numpy().astype(float)
+            sigma = float(res.field.scales.mean())
         try:
-            lumen_flow = flow_on_lumen(study, res.occupancy, res.origin_mm, res.spacing_mm, branches=branches)
-        except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit, too short
+            lumen_flow = estimate_flow(study, res.occupancy, res.origin_mm, res.spacing_mm, fcfg, branches=branches,
+                                       centres_mm=centres, sigma_mm=sigma, progress=progress)
+        except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit, CFD diverged
             note = f"{type(e).__name__}: {e}"
     # 5. outputs and report, then the swap
     summary = write_outputs(work, res, study, str(study_path), branches=branches, flow=lumen_flow, flow_note=note,

@@ -56,7 +56,8 @@ def nuisance_fit(img: torch.Tensor, target: torch.Tensor, scale: bool) -> torch.
     held fixed (no gradient through them); the gradient reaches the Gaussians through ``img``."""
     T, H, W = img.shape
     with torch.no_grad():
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        dev = img.device
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H, device=dev), torch.linspace(-1, 1, W, device=dev), indexing="ij")
         basis = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1)  # [3, HW]
         cols = [basis.expand(T, 3, H * W)]
         if scale:
@@ -66,8 +67,8 @@ def nuisance_fit(img: torch.Tensor, target: torch.Tensor, scale: bool) -> torch.
         else:
             A = cols[0].double()
             rhs = (target - img.detach()).reshape(T, -1).double()
-        G = A @ A.transpose(1, 2) + 1e-9 * torch.eye(A.shape[1], dtype=A.dtype)
+        G = A @ A.transpose(1, 2) + 1e-9 * torch.eye(A.shape[1], dtype=A.dtype, device=dev)
         coef = torch.linalg.solve(G, (A @ rhs[..., None]))[..., 0].float()  # [T, k]
         plane = (coef[:, -3:] @ basis).reshape(T, H, W)
-        s = coef[:, 0].clamp(0.0, 4.0) if scale else torch.ones(T)
+        s = coef[:, 0].clamp(0.0, 4.0) if scale else torch.ones(T, device=dev)
     return s[:, None, None] * img + plane

@@ -14,6 +14,8 @@ OUT receives (all in world mm, DESIGN.md frames):
     centerline.csv       X,Y,Z,MaximumInscribedSphereRadius,BranchId (VMTK style)
     flow.npz             velocity_mm_s [X,Y,Z,3], pressure_pa [X,Y,Z] (NaN outside the lumen) on a
                          FLOW_GRID_MM grid, origin_mm, spacing_mm, method (when flow was estimated)
+    flow_volume.vtu      velocity_mm_s, pressure_pa on the CFD mesh (or the lumen's grid points)
+    wall.vtu             the lumen surface with wss_pa (wall shear stress) and pressure_pa
     summary.json         stenosis grading, Murray deviation, the flow estimate ("flow": Q, ΔP, FFR,
                          per lesion ΔP and FFR, or why there is none), fit statistics, timings
     report.md, report.png
@@ -92,6 +94,7 @@ def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: l
     } | (extra or {})
     if flow is not None:
         write_flow_npz(out / "flow.npz", flow, res.occupancy, res.origin_mm, res.spacing_mm)
+        summary["flow"]["files"] = write_flow_vtk(out, flow, mesh)
     _report(out, res, branches, summary, flow)
     summary["seconds_total"] = time.perf_counter() - t0
     with atomic_file(out / "summary.json") as fh:
@@ -123,17 +126,38 @@ def write_flow_npz(path: Path, flow: LumenFlow, occ: np.ndarray, origin_mm, spac
         vel[inside] = flow.velocity_mm_s(pts[inside])
         pr[inside] = flow.pressure_pa(pts[inside])
     np.savez_compressed(path, velocity_mm_s=vel.reshape(*shape, 3), pressure_pa=pr.reshape(*shape),
-                        origin_mm=np.asarray(origin_mm, float), spacing_mm=float(grid_mm), method="reduced",
-                        note="quasi-Poiseuille velocity of the section areas at the transit Q; pressure "
-                             "viscous only (0 at the end of branch 0), the lesions' loss is in summary.json")
+                        origin_mm=np.asarray(origin_mm, float), spacing_mm=float(grid_mm), method=flow.method,
+                        note="reduced: quasi-Poiseuille velocity, viscous pressure (the lesions' loss is in "
+                             "summary.json); fem / pinn / pinn-pure: the solved field")
+
+
+def write_flow_vtk(out: Path, flow: LumenFlow, wall_mesh) -> dict:
+    """ParaView files of the flow (meshio, VTK XML): ``flow_volume.vtu`` (the CFD's tetrahedra where
+    one was solved, else the lumen's points on the FLOW_GRID_MM grid) with ``velocity_mm_s`` and
+    ``pressure_pa``, and ``wall.vtu`` (the lumen surface) with ``wss_pa`` and ``pressure_pa``."""
+    from .io.exports import write_vtu
+
+    if flow.mesh is not None:
+        pts, cells, kind = flow.mesh[0], flow.mesh[1], "tetra"
+    else:
+        d = flow.domain
+        shape = np.maximum(np.ceil(np.array(d.occ.shape) * d.spacing_mm / FLOW_GRID_MM).astype(int), 1)
+        pts = d.origin_mm + FLOW_GRID_MM * np.indices(shape).reshape(3, -1).T
+        pts, cells, kind = pts[d.inside(pts) >= 0.5], None, "vertex"
+    write_vtu(out / "flow_volume.vtu", pts, cells, kind,
+              {"velocity_mm_s": flow.velocity_mm_s(pts), "pressure_pa": np.nan_to_num(flow.pressure_pa(pts))})
+    v, n = np.asarray(wall_mesh.vertices), np.asarray(wall_mesh.vertex_normals)
+    write_vtu(out / "wall.vtu", v, np.asarray(wall_mesh.faces), "triangle",
+              {"wss_pa": flow.wss_pa(v, n), "pressure_pa": np.nan_to_num(flow.pressure_pa(v - 0.1 * n))})
+    return {"volume": "flow_volume.vtu", "wall": "wall.vtu", "volume_cells": kind,
+            "units": {"velocity_mm_s": "mm/s", "pressure_pa": "Pa", "wss_pa": "Pa"}}
 
 
 def _flow_lines(f: dict) -> list[str]:
     """The report's flow section."""
     if not f.get("method"):
         return [f"No flow estimate: {f.get('status', 'not computed')}. The geometry above is complete."]
-    lines = [f"- Method: {f['method']} (bolus-transit flow rate; Poiseuille + Young–Tsai pressure drop; "
-             f"quasi-Poiseuille velocity)",
+    lines = [f"- Method: {f['method']} ({METHOD_TEXT.get(f['method'], '')})",
              f"- Status: {f['status']}",
              f"- Flow rate Q: {f['q_mm3_s']:.0f} mm³/s ({f['q_mm3_s'] * 0.06:.1f} ml/min; confidence "
              f"{f['q_confidence']:.2f})",
@@ -147,9 +171,29 @@ def _flow_lines(f: dict) -> list[str]:
             lines.append(f"| {x['arc_from_inlet_mm']:.1f} | {x['percent_diameter_stenosis']:.1f} | "
                          f"{x['percent_equivalent_diameter_stenosis']:.1f} | {x['jet_weight']:.2f} | "
                          f"{x['dp_mmhg']:.2f} | {x['ffr']:.3f} |")
+    sv = f.get("solver") or {}
+    if "lofted_dice" in sv:
+        lines.append(f"- CFD lumen: lofted from the centerline with round sections, Dice {sv['lofted_dice']:.3f} against "
+                     "the reconstructed lumen")
+    if "fem" in sv:
+        lines.append(f"- CFD: {sv['fem'].get('n_tets', 0)} quadratic tetrahedra, {sv['fem'].get('iterations', 0)} "
+                     f"Newton/Picard iterations, {sv['fem'].get('seconds', 0):.0f} s")
+    if "pinn" in sv:
+        p = sv["pinn"]
+        lines.append(f"- PINN: velocity rel-L2 against its anchor {p.get('anchor_velocity_rel_l2', float('nan')):.3f}; "
+                     f"Navier–Stokes residual RMS {p.get('momentum_rel_convective', float('nan')):.3f} of the "
+                     f"convective term; {p.get('seconds', 0):.0f} s")
+    if f.get("files"):
+        lines.append(f"- ParaView: `{f['files']['volume']}` (velocity_mm_s, pressure_pa), `{f['files']['wall']}` (wss_pa)")
     lines.append("")
     lines.append("Confidences are heuristics, not calibrated against errors (pinngs.flow.estimate).")
     return lines
+
+
+METHOD_TEXT = {"reduced": "bolus-transit flow rate; Poiseuille + Young–Tsai pressure drop; quasi-Poiseuille velocity",
+               "fem": "bolus-transit flow rate; 3D steady Navier–Stokes (Taylor–Hood FEM) on the lofted lumen",
+               "pinn": "bolus-transit flow rate; a PINN anchored on 3D FEM, held to Navier–Stokes at the Gaussian centres",
+               "pinn-pure": "bolus-transit flow rate; a PINN held to Navier–Stokes, no slip and the flux, without CFD"}
 
 
 def _flow_row(ax, flow: LumenFlow | None, f: dict) -> None:

@@ -59,6 +59,7 @@ class WatchSettings:
     snapshot_every: int = 0  # save the state every N accepted frames (0: at stop only)
     resume: bool = False
     overwrite: bool = False
+    device: str = "cpu"  # where the online fit runs (OnlineConfig.device)
 
 
 def watch(s: WatchSettings, log=print) -> dict:
@@ -148,16 +149,15 @@ def _start(s: WatchSettings, d: Path, state: Path) -> tuple[OnlineFitter, Folder
         raise WatchError(f"an interrupted watch of this output is saved in {state}; continue it with --resume, or "
                          "start again with --overwrite")
     shutil.rmtree(state, ignore_errors=True)
-    cfg = OnlineConfig(latency_budget_s=s.budget_s, seed=s.seed)
+    cfg = OnlineConfig(latency_budget_s=s.budget_s, seed=s.seed, device=s.device)
     if s.threads:
         cfg = dataclasses.replace(cfg, threads=s.threads)
     if s.steps:  # a fixed amount of work per frame: reproducible, whatever the machine's speed
         cfg = dataclasses.replace(cfg, min_steps=s.steps, max_steps=s.steps)
     try:
-        cfg.validate()
-    except ValueError as e:
+        return OnlineFitter(cfg), src, 0
+    except ValueError as e:  # a bad setting, or a device that is not there
         raise WatchError(str(e)) from None
-    return OnlineFitter(cfg), src, 0
 
 
 def _save_state(state: Path, fitter: OnlineFitter, src: FolderWatcher, accepted: int, pending: list[str]) -> None:

@@ -105,7 +105,7 @@ def test_the_walker_sees_the_package(graph):
     mods, imps = graph
     # a walker that found nothing would pass every rule below: make sure it reads the real package
     assert {"pinngs.flow.estimate", "pinngs.fit.online", "pinngs.reconstruct", "pinngs.simulate.pipeline"} <= set(mods)
-    assert ("pinngs.reconstruct", "pinngs.flow.estimate", "flow_on_lumen") in imps
+    assert ("pinngs.reconstruct", "pinngs.flow.estimate", "estimate_flow") in imps
     assert ("pinngs.fit.online", "pinngs.flow.estimate", "LumenFlow") in imps
 
 

@@ -37,7 +37,7 @@ def test_version_and_help_show_the_defaults(capsys):
     raw = capsys.readouterr().out
     text = " ".join(raw.split())
     # every option has a help text, and the defaults are shown as values, not code names
-    assert "(default: 93.0)" in text and "(default: reduced)" in text and "(default: 500)" in text
+    assert "(default: 93.0)" in text and "(default: pinn)" in text and "(default: 500)" in text
     assert "FitConfig" not in text and "(default: None)" not in text.split("positional arguments")[1]
     from pinngs.fit.batch import FitConfig
 

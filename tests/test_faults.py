@@ -23,7 +23,7 @@ import pytest
 
 from pinngs.io.study import save_study
 
-RECON = ["--iters", "60", "--checkpoint-every", "10", "--threads", "1", "--seed", "0"]
+RECON = ["--flow", "reduced", "--iters", "60", "--checkpoint-every", "10", "--threads", "1", "--seed", "0"]
 WATCH = ["--steps", "4", "--idle-timeout-s", "1.5", "--poll-s", "0.05", "--estimate-every", "0", "--threads", "1"]
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..backend import resolve_device
 from ..field import GaussianField
 from ..geometry import CArmView, pack_views, sample_image
 from ..io.study import Study
@@ -91,6 +92,7 @@ class FitConfig:
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 0  # torch/OpenMP threads while fitting (0: every core; 1 on a busy machine); see fit_study
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (backend.resolve_device); the result comes back on the CPU
 
     def validate(self) -> None:
         if self.iters < 1:
@@ -107,6 +109,8 @@ class FitConfig:
             raise ValueError(f"hull_frac must be in (0, 1), got {self.hull_frac}")
         if self.min_scale_mm >= self.max_scale_mm:
             raise ValueError("min_scale_mm must be < max_scale_mm")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: every core), got {self.threads}")
         if not self.init_disc_window_mm >= 0:
@@ -377,7 +381,7 @@ def densify_prune(f: GaussianField, c: FitConfig) -> tuple[GaussianField, dict]:
         from ..field import quat_to_rotmat
         R = quat_to_rotmat(quats[bi])  # [b, 3, 3], columns = the Gaussian's axes
         ax = scales[bi].argmax(-1)
-        dirs = R[torch.arange(len(bi)), :, ax]  # [b, 3]
+        dirs = R[torch.arange(len(bi), device=R.device), :, ax]  # [b, 3]
         smax = scales[bi].gather(1, ax[:, None])  # [b, 1]
         off = 0.5 * smax * dirs
         child_scales = scales[bi].clone()
@@ -430,7 +434,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def _read_checkpoint(path: Path) -> dict:
     try:
-        st = torch.load(path, weights_only=False)
+        st = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - anything unreadable is reported the same way
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); start again with "
                          "--overwrite") from None
@@ -498,9 +502,11 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     init_tg = tg
     if c.targets == "frames":
         tg = frame_targets(study, c.frames_keep)
+    dev = resolve_device(c.device)  # the steps run there; NumPy steps (init, lumen post-processing) on the CPU
     V = len(tg.views)
     H, W = tg.images.shape[1:]
-    packed = pack_views(tg.views)
+    tg = Targets(tg.views, tg.images.to(dev), tg.info)
+    packed = pack_views(tg.views, device=dev)
     per_target = (tg.images ** 2).sum((1, 2)).clamp_min(1e-12)  # [T]
     norm = per_target.sum()  # data term = relative squared error
     batch = V > c.frames_batch and (c.targets == "frames" or study.mode == "rotational")
@@ -509,6 +515,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         f, st = load_checkpoint(ckpt)
+        f = f.to(dev)
         opt = make_optimizer(f, c)
         opt.load_state_dict(st["opt"])
         start, history = st["step"], st["history"]
@@ -517,7 +524,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         torch.set_rng_state(st["rng"])
     else:
         f = backprojection_init(init_tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians,
-                                c.disc_window_for(study.mode))
+                                c.disc_window_for(study.mode)).to(dev)
         opt = make_optimizer(f, c)
     n_init = len(f) if start == 0 else None
     t_init = time.perf_counter() - t0
@@ -547,7 +554,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
             s = f.scales
             reg_s = (torch.relu(s - c.max_scale_mm) + torch.relu(c.min_scale_mm - s)).pow(2).sum(-1).mean()
             loss = loss + c.scale_weight * reg_s
-            reg_b = torch.zeros(())
+            reg_b = torch.zeros((), device=dev)
             if c.binary_weight > 0:
                 grid = _grid_around(f, c.binary_grid_mm, 1.0)
                 cov, prec2 = f.covar_and_precision()
@@ -580,11 +587,13 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)
     with torch.no_grad():  # misfit against the composite targets (what the report shows), in both modes
         _, prec = f.covar_and_precision()
-        pk = pack_views(init_tg.views)
+        pk = pack_views(init_tg.views, device=dev)
+        ref = init_tg.images.to(dev)
         params, rects = project_gaussians(pk, f.means, prec, W, H, 5.0)
         img = nuisance_fit(rasterize(pk, params, f.attenuation.expand(len(init_tg.views), -1), rects, W, H),
-                           init_tg.images, c.targets == "frames" or study.mode == "rotational")
-        rel = float(((img - init_tg.images) ** 2).sum().sqrt() / (init_tg.images ** 2).sum().sqrt())
+                           ref, c.targets == "frames" or study.mode == "rotational")
+        rel = float(((img - ref) ** 2).sum().sqrt() / (ref ** 2).sum().sqrt())
+    f = f.cpu()  # the result (and the files written from it) is on the CPU whatever the device
     info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "n_gaussians": len(f), "n_init": n_init,
             "seconds_init": t_init, "seconds_fit": t_fit, "steps": c.iters, "data_rel_l2": rel,
             "lumen_level_per_mm": mu_c, "config": asdict(c)}
@@ -624,7 +633,7 @@ def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float 
         mu_c, tau = lumen_threshold(vol, spacing_mm ** 3)
         if rule == "half":
             tau = 0.5 * mu_c
-        occ = (vol / (2.0 * tau)).clamp(0, 1).numpy().astype(np.float32)
+        occ = (vol / (2.0 * tau)).clamp(0, 1).cpu().numpy().astype(np.float32)
     return keep_main_lumen(occ, spacing_mm), np.array(grid.origin_mm), mu_c
 
 

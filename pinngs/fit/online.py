@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backend import resolve_device
 from ..field import GaussianField
 from ..flow.estimate import LumenFlow, flow_on_lumen
 from ..geometry import CArmView, pack_views
@@ -87,6 +88,7 @@ class OnlineConfig:
     lumen_mm: float = 0.1
     pa_mmhg: float = PA_AORTIC_MMHG
     threads: int = 0  # torch threads during add_frame (0: every core; 1 on a busy CPU, where 2 wait on each other)
+    device: str = "cpu"  # "cpu", "cuda" or "auto": where the frames, the Gaussians and the steps live
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -112,6 +114,8 @@ class OnlineConfig:
         if self.max_reinit < 0 or self.reinit_until_steps < 0 or not self.reinit_growth > 1:
             raise ValueError(f"need max_reinit >= 0, reinit_until_steps >= 0 and reinit_growth > 1, got "
                              f"{self.max_reinit}, {self.reinit_until_steps}, {self.reinit_growth}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.flow_every < 0 or self.threads < 0:
             raise ValueError("flow_every and threads must be >= 0")
         self.fit.validate()
@@ -186,14 +190,15 @@ def _clean_for_init(images: torch.Tensor) -> torch.Tensor:  # [T, H, W] -> [T, H
     residual and the noise would pass the hull's coarse threshold in every view and spread the fine
     lattice over most of the field of view (docs/decisions.md, "Online fitter: re-initialisation")."""
     T, H, W = images.shape
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    dev = images.device
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H, device=dev), torch.linspace(-1, 1, W, device=dev), indexing="ij")
     A = torch.stack([torch.ones_like(xx), xx, yy]).reshape(3, -1).T.double()  # [HW, 3]
     y = images.reshape(T, -1).double().T  # [HW, T]
     coef = torch.linalg.lstsq(A, y).solution  # [3, T]
     r = (y - A @ coef).T.float().reshape(T, H, W)
     flat = r.reshape(T, -1)
     sig = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
-    return torch.where(r > 3 * sig[:, None, None], r, torch.zeros(()))
+    return torch.where(r > 3 * sig[:, None, None], r, torch.zeros((), device=dev))
 
 
 def _opacity_stats(img: np.ndarray) -> tuple[float, float]:
@@ -221,6 +226,7 @@ class OnlineFitter:
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
         self.config.validate()
+        self.device = resolve_device(self.config.device)
         self.views: list[CArmView] = []
         self.images: list[torch.Tensor] = []  # T × [H, W] float32, background median removed
         self.frame_view: list[int] = []  # [T]
@@ -264,7 +270,8 @@ class OnlineFitter:
             raise ValueError(f"{p}: not a readable pinngs Gaussians file ({type(e).__name__}: {e}); expected "
                              f"means_mm, scales_mm, quats_wxyz, atten_per_mm") from None
         fitter = cls(config)
-        fitter.field = f
+        fitter.field = f.to(fitter.device)
+        f = fitter.field
         fitter.opt = make_optimizer(f, fitter.config.fit)
         fitter.source = f"batch:{Path(out_dir)}"
         # densify/prune already ran in the batch fit: start past its schedule
@@ -348,7 +355,7 @@ class OnlineFitter:
             vi = len(self.views) - 1
         d = img - np.float32(np.median(img))
         mass, snr = _opacity_stats(d)
-        self.images.append(torch.from_numpy(np.ascontiguousarray(d)))
+        self.images.append(torch.from_numpy(np.ascontiguousarray(d)).to(self.device))
         self.frame_view.append(vi)
         self.frame_t_s.append(float(t_s))
         self.frame_mass.append(mass)
@@ -449,12 +456,13 @@ class OnlineFitter:
                 tg = targets_from_study(st)
             else:
                 tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]))
-            tg = Targets(tg.views, _clean_for_init(tg.images), tg.info)
+            tg = Targets(tg.views, _clean_for_init(tg.images.cpu()), tg.info)  # the init runs on the CPU (NumPy)
             f = backprojection_init(tg, c.init_spacing_mm, c.hull_frac, c.max_gaussians, c.disc_window_for(st.mode))
         except Exception as e:  # noqa: BLE001 - e.g. no common vessel in the views yet: wait for more frames
             warnings.warn(f"initialisation postponed ({type(e).__name__}: {e})", OnlineFrameWarning, stacklevel=3)
             return ""
         event = "init" if self.field is None else "reinit"
+        f = f.to(self.device)
         self.field, self.opt, self.ema = f, make_optimizer(f, c), None
         self.steps_since_init = 0
         self.source = "backprojection"
@@ -472,7 +480,7 @@ class OnlineFitter:
 
     def _packed_views(self) -> torch.Tensor:
         if self._packed is None or len(self._packed) != len(self.views):
-            self._packed = pack_views(self.views)
+            self._packed = pack_views(self.views, device=self.device)
         return self._packed
 
     def _loss(self, sel: list[int], f: GaussianField | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -658,7 +666,7 @@ class OnlineFitter:
 
     def study(self) -> Study:
         """The frames seen so far as a Study (line integrals, background median removed)."""
-        fr = [Frame(im.numpy(), v, t) for im, v, t in zip(self.images, self.frame_view, self.frame_t_s)]
+        fr = [Frame(im.cpu().numpy(), v, t) for im, v, t in zip(self.images, self.frame_view, self.frame_t_s)]
         return Study(list(self.views), fr, _mode(len(self.views), len(fr)), "line_integral")
 
     def lumen(self) -> tuple[np.ndarray, np.ndarray, float]:
@@ -730,13 +738,15 @@ class OnlineFitter:
             "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
             "config": asdict(self.config),
             "views": [{k: getattr(v, k) for k in VIEW_FIELDS} | {"near_mm": v.near_mm} for v in self.views],
-            "images": torch.stack(self.images) if self.images else None,
+            "images": torch.stack(self.images).cpu() if self.images else None,
             "frame_view": list(self.frame_view), "frame_t_s": list(self.frame_t_s),
             "frame_mass": list(self.frame_mass), "frame_snr": list(self.frame_snr),
-            "field": None if f is None else {"means": f.means.detach().clone(), "log_scales": f.log_scales.detach().clone(),
-                                             "quats": f.quats.detach().clone(), "raw_atten": f.raw_atten.detach().clone()},
+            "field": None if f is None else {"means": f.means.detach().cpu().clone(),
+                                             "log_scales": f.log_scales.detach().cpu().clone(),
+                                             "quats": f.quats.detach().cpu().clone(),
+                                             "raw_atten": f.raw_atten.detach().cpu().clone()},
             "opt": None if self.opt is None else copy.deepcopy(self.opt.state_dict()),
-            "ema": None if self.ema is None else [e.clone() for e in self.ema], "ema_n": self.ema_n,
+            "ema": None if self.ema is None else [e.cpu().clone() for e in self.ema], "ema_n": self.ema_n,
             "steps_per_frame": self.steps_per_frame,
             "steps_since_init": self.steps_since_init, "total_steps": self.total_steps, "source": self.source,
             "init_state": dict(self.init_state), "history": list(self.history), "gen": self.gen.get_state(),
@@ -759,7 +769,7 @@ class OnlineFitter:
         """A fitter from a ``snapshot`` file; it continues exactly where the snapshot was taken."""
         path = Path(path)
         try:
-            st = torch.load(path, weights_only=False)
+            st = torch.load(path, weights_only=False, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
             raise ValueError(f"snapshot {path} cannot be read ({type(e).__name__}: {e})") from None
         if not isinstance(st, dict) or st.get("format") != SNAPSHOT_FORMAT:
@@ -773,7 +783,7 @@ class OnlineFitter:
         self.views = [CArmView(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vd.items()})
                       for vd in st["views"]]
         self.images = list(st["images"].unbind(0)) if st["images"] is not None else []
-        self.images = [im.clone() for im in self.images]
+        self.images = [im.clone().to(self.device) for im in self.images]
         self.frame_view, self.frame_t_s = list(st["frame_view"]), list(st["frame_t_s"])
         self.frame_mass, self.frame_snr = list(st["frame_mass"]), list(st["frame_snr"])
         if st["field"] is not None:
@@ -783,10 +793,10 @@ class OnlineFitter:
             with torch.no_grad():  # bit-exact, not through the exp/log and softplus round trips
                 f.log_scales.copy_(fd["log_scales"])
                 f.raw_atten.copy_(fd["raw_atten"])
-            self.field = f
+            self.field = f = f.to(self.device)
             self.opt = make_optimizer(f, cfg.fit)
             self.opt.load_state_dict(st["opt"])
-        self.ema = st["ema"]
+        self.ema = None if st["ema"] is None else [e.to(self.device) for e in st["ema"]]
         self.ema_n = int(st.get("ema_n", 10 ** 9))
         self.steps_per_frame = float(st.get("steps_per_frame", 0.0))
         self.steps_since_init, self.total_steps = st["steps_since_init"], st["total_steps"]
@@ -805,9 +815,9 @@ class OnlineFitter:
             raise RuntimeError("nothing to write: no geometry yet (no two views with an opacified frame)")
         est = self.estimate()
         occ, origin, mu_c = self.lumen()
-        model = self.model()
+        model = copy.deepcopy(self.model()).cpu()  # the outputs are written from a CPU copy
         op = self._opacified_views()
-        tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]),
+        tg = Targets([self.views[v] for v in op], torch.stack([self.images[k] for k in op.values()]).cpu(),
                      {"kind": "online-brightest-frame-per-view"})
         info = {"n_targets": int(len(self._targets())), "targets": tg.info, "targets_mode": "frames",
                 "n_gaussians": len(model), "n_init": None, "seconds_init": 0.0,

@@ -30,7 +30,10 @@ newest frame); velocity, ΔP and FFR take Q's times the geometry's. An estimate 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
+from typing import Literal
 
 import numpy as np
 
@@ -38,8 +41,9 @@ from ..analysis.centerline import branch_topology, extract_centerline, prune_stu
 from ..analysis.stenosis import grade_stenosis
 from ..analysis.surface import occupancy_fraction
 from ..io.study import Study
-from ..polyline import arc_length
-from ..units import PA_AORTIC_MMHG, PA_PER_MMHG
+from ..pinn.field import FlowPINN, PinnConfig, scales_from
+from ..polyline import arc_length, disc_points, tangents
+from ..units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG
 from .lesions import YT_MIN_PERCENT, equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
 from .network import DAUGHTER_SPLIT, Daughters, Domain, check_daughters, poiseuille_guess, split_flows
 from .reduced import ffr
@@ -63,6 +67,31 @@ class LumenFlow:
     dp: dict  # flow.reduced.reduced_order_dp along branch 0 between dp_arcs_mm
     dp_arcs_mm: tuple
     upstream_weight: float = 0.0  # weight of Q timed upstream of the lesions (jet_weight of the worst)
+    mesh: tuple | None = None  # (vertices [V, 3] mm, tetrahedra [T, 4]) of the CFD, where one was solved
+    method: str = METHOD  # "reduced", or the method of ``field``
+    field: object | None = None  # a solved field (velocity_mm_s, pressure_pa): FEM or a PINN; None: reduced
+    solver: dict = dataclass_field(default_factory=dict)  # the field's solver figures (time, mesh, residuals)
+
+    def with_field(self, fld, method: str, solver: dict) -> "LumenFlow":
+        """The same lumen and Q with velocity and pressure from a solved field ``fld``: ΔP along branch
+        0 and across each lesion become section-mean pressure differences of that field."""
+        out = replace(self, field=fld, method=method, solver=dict(solver))
+        s0, s1 = out.dp_arcs_mm
+        out.dp = {"dp_pa": out.dp_between_pa(s0, s1), "method": method,
+                  "reduced_pa": float(self.dp["dp_pa"])}
+        return out
+
+    def section_pressure_pa(self, branch: int, arc_mm: float) -> float:
+        """Area-mean pressure (Pa) of the field over the section normal to ``branch`` at ``arc_mm``:
+        a disc 1.6 equivalent radii wide, points outside the field's lumen (NaN) left out."""
+        b = np.asarray(self.branches[branch], float)
+        s = arc_length(b[:, :3])
+        r = float(np.sqrt(np.interp(arc_mm, s, self.areas_mm2[branch]) / math.pi))
+        rad = 1.6 * max(r, float(np.interp(arc_mm, s, b[:, 3])))
+        pts, w = disc_points(b, arc_mm, rad, rad / 30)
+        p = self.pressure_pa(pts)
+        ok = np.isfinite(p)
+        return float((p[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else float("nan")
 
     @property
     def q_mm3_s(self) -> list[float]:
@@ -78,8 +107,19 @@ class LumenFlow:
         return lesion_dp(np.asarray(self.branches[0], float), self.areas_mm2[0], float(q_mm3_s),
                          [x for x in self.lesions if x["branch"] == 0], s0, s1)
 
+    def _section_frame(self, branch: int, arc_mm: float) -> dict:
+        """Centre (mm) and unit normal of the section of ``branch`` at ``arc_mm`` (for the summary)."""
+        b = np.asarray(self.branches[branch], float)
+        s = arc_length(b[:, :3])
+        c = [float(np.interp(arc_mm, s, b[:, j])) for j in range(3)]
+        t = tangents(b[:, :3])[int(np.argmin(np.abs(s - arc_mm)))]
+        return {"centre_mm": c, "normal": [float(v) for v in t]}
+
     def dp_between_pa(self, s_from_mm: float, s_to_mm: float) -> float:
-        """ΔP (Pa) along branch 0 between two arc lengths (mm) at the estimated flow, lesions included."""
+        """ΔP (Pa) along branch 0 between two arc lengths (mm) at the estimated flow, lesions included
+        (with a field: the difference of its section-mean pressures)."""
+        if self.field is not None:
+            return self.section_pressure_pa(0, s_from_mm) - self.section_pressure_pa(0, s_to_mm)
         return float(lesion_dp(np.asarray(self.branches[0], float), self.areas_mm2[0], self.q_mm3_s[0],
                                [x for x in self.lesions if x["branch"] == 0], s_from_mm, s_to_mm)["dp_pa"])
 
@@ -94,19 +134,38 @@ class LumenFlow:
         e = min(lesion["end_arc_mm"] - shift + lesion["d_ref_mm"], float(s[-1]))
         if not e > a:
             return float("nan")
+        if self.field is not None:
+            return self.section_pressure_pa(lesion["branch"], a) - self.section_pressure_pa(lesion["branch"], e)
         q = self.q_mm3_s[lesion["branch"]]
         return float(lesion_dp(b, self.areas_mm2[lesion["branch"]], q, [lesion], a, e)["dp_pa"])
 
     def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
-        """Quasi-Poiseuille velocity at world points (mm/s), zero outside the lumen (occupancy < 0.5)."""
+        """Velocity at world points (mm/s): the field's, or quasi-Poiseuille; zero outside the lumen
+        (occupancy < 0.5)."""
         pts = np.asarray(points_mm, float).reshape(-1, 3)
-        u, _ = poiseuille_guess(self.domain, pts)
+        if self.field is not None:
+            u = np.asarray(self.field.velocity_mm_s(pts), float)
+        else:
+            u, _ = poiseuille_guess(self.domain, pts)
         u[self.domain.inside(pts) < 0.5] = 0.0
         return u
 
     def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
-        """Quasi-Poiseuille pressure (Pa, 0 at the end of branch 0; viscous only, no lesion loss)."""
-        return poiseuille_guess(self.domain, np.asarray(points_mm, float).reshape(-1, 3))[1]
+        """Pressure at world points (Pa): the field's (NaN outside its lumen), or quasi-Poiseuille (0 at
+        the end of branch 0; viscous only, the lesions' loss is in ``dp``)."""
+        pts = np.asarray(points_mm, float).reshape(-1, 3)
+        if self.field is not None:
+            return np.asarray(self.field.pressure_pa(pts), float)
+        return poiseuille_guess(self.domain, pts)[1]
+
+    def wss_pa(self, wall_mm: np.ndarray, normals: np.ndarray, depth_mm: float = 0.1) -> np.ndarray:
+        """Wall shear stress magnitude (Pa) at wall points [W, 3] with outward unit normals [W, 3]: μ times
+        the wall-normal derivative of the tangential velocity, one-sided second order from samples
+        ``depth_mm`` and 2 ``depth_mm`` inside (no slip at the wall): (4 u(δ) − u(2δ)) / (2δ)."""
+        x, n = np.asarray(wall_mm, float).reshape(-1, 3), np.asarray(normals, float).reshape(-1, 3)
+        u1, u2 = self.velocity_mm_s(x - depth_mm * n), self.velocity_mm_s(x - 2 * depth_mm * n)
+        tang = lambda u: u - (u * n).sum(1, keepdims=True) * n  # noqa: E731
+        return MU_BLOOD_PA_S * np.linalg.norm((4 * tang(u1) - tang(u2)) / (2 * depth_mm), axis=1)
 
     def summary(self, pa_mmhg: float = PA_AORTIC_MMHG, t_latest_s: float = math.inf,
                 geometry_confidence: float = 1.0) -> dict:
@@ -136,12 +195,13 @@ class LumenFlow:
                             "jet_weight": lesion_jet_weight(x), "q_mm3_s": self.q_mm3_s[x["branch"]],
                             "dp_pa": dpl, "dp_mmhg": dpl / PA_PER_MMHG, "ffr": float(ffr(dpl, pa_mmhg)),
                             "plausible": bool(plausible_ffr(float(ffr(dpl, pa_mmhg))))})
-        out = {"method": METHOD, "status": "ok", "pa_mmhg": float(pa_mmhg),
+        out = {"method": self.method, "status": "ok", "solver": self.solver, "pa_mmhg": float(pa_mmhg),
                "q_mm3_s": q, "q_confidence": cq, "branch_flows_mm3_s": self.q_mm3_s,
                "velocity_mean_mm_s": q / a0, "velocity_max_mm_s": 2 * q / amin, "velocity_confidence": c_flow,
                "dp_pa": dp, "dp_mmhg": dp / PA_PER_MMHG, "dp_confidence": c_flow,
                "ffr": float(ffr(dp, pa_mmhg)), "ffr_confidence": c_flow,
                "dp_section_arcs_mm": [float(v) for v in self.dp_arcs_mm], "lesions": lesions,
+               "dp_sections": [self._section_frame(0, a) for a in self.dp_arcs_mm],
                "transit": tr.to_dict() | {"coverage": coverage, "upstream_weight": self.upstream_weight}}
         if not plausible_ffr(out["ffr"]):  # the geometry is wrong, not the patient
             out["dp_confidence"] = out["ffr_confidence"] = 0.0
@@ -250,3 +310,116 @@ def _arrival_slope_s_per_mm(curves) -> float:
     arr = np.asarray(arr)
     ok = np.isfinite(arr)
     return float(np.polyfit(curves.arc_mm[sel][ok], arr[ok], 1)[0]) if ok.sum() >= 4 else 0.0
+
+FlowMethod = Literal["reduced", "fem", "pinn", "pinn-pure"]
+FLOW_METHODS: tuple[str, ...] = ("reduced", "fem", "pinn", "pinn-pure")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Settings of ``estimate_flow``: the method, the CFD mesh and the PINN."""
+
+    method: FlowMethod = "pinn"
+    n_per_radius: float = 1.5  # CFD tetrahedra per local radius (flow.fem.mesh_lumen; docs/decisions.md, "Flow engine")
+    max_iter: int = 200  # CFD Newton/Picard iterations in all, continuation in Q included
+    loft_smooth_pts: float = 1.0  # smoothing of the lofted radius along the centerline (points)
+    pinn: PinnConfig = dataclass_field(default_factory=PinnConfig)
+
+    def validate(self) -> None:
+        if self.method not in FLOW_METHODS:
+            raise ValueError(f"flow method must be one of {', '.join(FLOW_METHODS)}; got {self.method!r}")
+        if not self.n_per_radius > 0 or self.max_iter < 1:
+            raise ValueError(f"need n_per_radius > 0 and max_iter >= 1, got {self.n_per_radius}, {self.max_iter}")
+        self.pinn.validate()
+
+
+def estimate_flow(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float, config: FlowConfig | None = None,
+                  branches: list | None = None, centres_mm: np.ndarray | None = None, sigma_mm=0.3,
+                  progress: bool = False) -> LumenFlow:
+    """The flow on a lumen by one of the methods (module docstring): "reduced" (``flow_on_lumen``),
+    "fem" (3D Navier–Stokes on the lofted centerline at the transit Q), "pinn" (a PINN anchored on
+    that CFD, trained at and around ``centres_mm``, the Gaussian centres [N, 3] of size ``sigma_mm``)
+    or "pinn-pure" (the same PINN without CFD: quasi-Poiseuille start, Navier–Stokes, no slip and the
+    transit flux). Raises ValueError (no centerline, no transit fit) or RuntimeError (the CFD did not
+    converge) when the method cannot run."""
+    from .fem import FemField, loft, solve_tet
+
+    cfg = config or FlowConfig()
+    cfg.validate()
+    base = flow_on_lumen(study, occ, origin_mm, spacing_mm, branches=branches)
+    if cfg.method == "reduced":
+        return base
+    t0 = time.perf_counter()
+    lumen = loft(base.branches, cfg.loft_smooth_pts)
+    solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
+    fem = None
+    if cfg.method in ("fem", "pinn"):
+        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter))
+        solver["fem"] = fem.info | {"seconds": time.perf_counter() - t0}
+        base = replace(base, mesh=fem.mesh())
+        if cfg.method == "fem":
+            return base.with_field(fem, "fem", solver)
+    centres = np.asarray(centres_mm if centres_mm is not None else base.domain.interior_mm, float).reshape(-1, 3)
+    if len(centres) == 0:  # no Gaussians given: the lumen's own voxels
+        idx = np.argwhere(base.domain.occ >= 0.5)
+        idx = idx[np.random.default_rng(0).choice(len(idx), min(len(idx), 20000), replace=False)]
+        centres = np.asarray(origin_mm, float) + float(spacing_mm) * idx
+    centres = centres[base.domain.inside(centres) >= 0.5]
+    wall = _wall_points(base)
+    r0 = float(np.sqrt(np.median(np.asarray(base.areas_mm2[0])[:10]) / math.pi))
+    scales = scales_from(base.q_mm3_s[0], r0, centres.mean(0))
+    t1 = time.perf_counter()
+    if cfg.method == "pinn":
+        pinn = FlowPINN(cfg.pinn, scales)
+        anchor = lambda x: (fem.velocity_mm_s(x), fem.pressure_pa(x))  # noqa: E731
+        rep = pinn.fit(anchor, centres, sigma_mm, wall, inside=base.domain.inside, progress=progress)
+    else:
+        pinn = FlowPINN(replace(cfg.pinn, w_data=0.0), scales)
+        anchor = lambda x: (base.velocity_mm_s(x), base.pressure_pa(x))  # noqa: E731
+        rep = pinn.fit(anchor, centres, sigma_mm, wall, inside=base.domain.inside, flux_sections=_flux_sections(base),
+                       q_mm3_s=base.q_mm3_s[0], progress=progress)
+    solver["pinn"] = rep | {"seconds": time.perf_counter() - t1}
+    return base.with_field(pinn, cfg.method, solver)
+
+
+def lofted_dice(lumen, dom: Domain) -> float:
+    """Dice of the lofted lumen (round sections) against the reconstructed occupancy, on its grid."""
+    from .fem import tube_occupancy
+
+    lof = tube_occupancy(lumen.branches, dom.origin_mm, dom.spacing_mm, dom.occ.shape)
+    a, b = lof >= 0.5, dom.occ >= 0.5
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def _wall_points(flow: LumenFlow, n: int = 20000) -> np.ndarray:
+    """Points on the reconstructed lumen's wall (its 0.5 surface), not on the open ends' caps."""
+    from ..analysis.surface import mask_to_mesh
+
+    mesh = mask_to_mesh(flow.domain.occ, flow.domain.origin_mm, flow.domain.spacing_mm)
+    v = np.asarray(mesh.vertices)
+    allp = np.concatenate([np.asarray(b, float)[:, :3] for b in flow.branches])
+    allt = np.concatenate([tangents(np.asarray(b, float)[:, :3]) for b in flow.branches])
+    from scipy.spatial import cKDTree
+
+    _, k = cKDTree(allp).query(v)
+    v = v[np.abs(((v - allp[k]) * allt[k]).sum(1)) <= 2.0 * flow.domain.spacing_mm]  # beyond the ends: a cap
+    return v[np.random.default_rng(0).choice(len(v), min(n, len(v)), replace=False)]
+
+
+def _flux_sections(flow: LumenFlow, step_mm: float = 1.0) -> list:
+    """(points, area weights, unit normal) of sections every ``step_mm`` along branch 0, 1.5 radii clear
+    of its ends, weighted by the lumen fraction (the pure PINN's flux term)."""
+    b = np.asarray(flow.branches[0], float)
+    s = arc_length(b[:, :3])
+    t = tangents(b[:, :3])
+    out = []
+    s0, s1 = flow.dp_arcs_mm
+    for a in np.arange(s0, s1 + 1e-9, step_mm):
+        r = float(np.sqrt(np.interp(a, s, flow.areas_mm2[0]) / math.pi))
+        pts, w = disc_points(b, a, 1.6 * r, 0.1)
+        frac = flow.domain.inside(pts)
+        keep = frac > 0.01
+        if keep.sum() >= 10:
+            out.append((pts[keep], w[keep] * frac[keep], t[int(np.argmin(np.abs(s - a)))]))
+    return out
+

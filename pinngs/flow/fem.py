@@ -1,10 +1,11 @@
-"""Reference 3D steady Navier-Stokes on tetrahedra, for phantoms that are not axisymmetric.
+"""3D steady Navier-Stokes on tetrahedra: the simulator's reference CFD for phantoms that are not
+axisymmetric, and the product's CFD on a reconstruction (``--flow fem``).
 
-    flow = solve_tet(phantom, q_mm3_s=1000.0)                 # -> TetFlow
+    flow = solve_tet(lumen, q_mm3_s=1000.0)                   # -> TetFlow; lumen: Lumen or a Phantom
     vel_mm_s, p_pa = flow.sample(points_mm)                   # [N, 3], [N]; NaN outside the mesh
-    flow.dp_pa, flow.outlet_flows_mm3_s, flow.info
+    field = FemField(solve_tet(loft(branches), q))            # a reconstruction's centerline, lofted
 
-Geometry. The lumen of a ``Phantom`` (the union of the tubes swept by spheres of radius r along each
+Geometry. The lumen (the union of the tubes swept by spheres of radius r along each
 branch) is built as an OpenCASCADE solid with gmsh: each branch is lofted through circles normal to
 its centerline (``addThruSections``, ruled between sections spaced so that the radius changes by ≤ 2 % and the axis turns by ≤ 8°), each junction gets the sphere of its parent's radius, and the
 pieces are fused. The inlet is the flat cap at the first point of branch 0; every branch end from
@@ -142,6 +143,24 @@ def tube_occupancy(branches: list, origin_mm: np.ndarray, spacing_mm: float, sha
     wide)."""
     sd = swept_signed_distance(branches, origin_mm, spacing_mm, shape)
     return np.clip(0.5 - sd / spacing_mm, 0.0, 1.0).astype(np.float32)
+
+
+def loft(branches: list, smooth_pts: float = 1.0, min_radius_mm: float = 0.1, name: str = "reconstruction") -> Lumen:
+    """The solver's lumen from centerline branches ([P, 4] X, Y, Z, R: the maximum inscribed sphere
+    radius): each branch swept by its radius, smoothed by a Gaussian of ``smooth_pts`` points along
+    the branch (the fit's point-to-point noise would otherwise make the loft's sections wobble) and
+    floored at ``min_radius_mm``. Sections are round, so a flattened lumen is lofted with its
+    inscribed radius (report the lofted lumen's Dice against the reconstruction's)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    out = []
+    for k, b in enumerate(branches):
+        b = np.asarray(b, float)
+        if b.ndim != 2 or b.shape[1] < 4 or len(b) < 3:
+            raise ValueError(f"loft: branch {k} must be [P >= 3, 4] X, Y, Z, R; got {b.shape}")
+        r = gaussian_filter1d(b[:, 3], smooth_pts, mode="nearest") if smooth_pts > 0 else b[:, 3]
+        out.append(Branch(b[:, :3].copy(), np.maximum(r, min_radius_mm)))
+    return Lumen(name, out)
 
 
 @dataclass
@@ -739,3 +758,27 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
             "re_inlet": re_in, "h_mm": tm.h_mm, "facets": facets, "curved_wall": curved,
             "curved_cells": np.unique(m.f2t[:, facets["wall"]][0])}
     return TetFlow(m, ub, pb, x[:nu].copy(), x[nu:].copy(), tm.caps, float(q_mm3_s), rho, mu, info)
+
+
+class FemField:
+    """A solved ``TetFlow`` as a field on world points: velocity (mm/s, zero outside the mesh) and
+    pressure (Pa, NaN outside), with the solver's figures in ``info``."""
+
+    def __init__(self, flow: TetFlow) -> None:
+        self.flow = flow
+        self.info = {k: v for k, v in flow.info.items() if k in ("iterations", "n_tets", "n_dofs", "seconds",
+                                                                  "mesh_seconds", "re_inlet", "h_mm")}
+        self.info["outlet_flows_mm3_s"] = [float(x) for x in flow.outlet_flows_mm3_s]
+        self.info["dp_caps_pa"] = float(flow.dp_pa)
+
+    def velocity_mm_s(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 3]
+        u, _ = self.flow.sample(np.asarray(points_mm, float).reshape(-1, 3))
+        return np.nan_to_num(u, nan=0.0)
+
+    def pressure_pa(self, points_mm: np.ndarray) -> np.ndarray:  # [P, 3] -> [P]
+        return self.flow.sample(np.asarray(points_mm, float).reshape(-1, 3))[1]
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vertices [V, 3] mm, tetrahedra [T, 4]) of the linear mesh under the quadratic one."""
+        m = self.flow.mesh
+        return np.asarray(m.p.T, float), np.asarray(m.t.T, np.int64)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 import trimesh
 
 from ..field import GaussianField
-from .atomic import atomic_file
+from .atomic import atomic_file, umask
 
 CSV_COLUMNS = ("X", "Y", "Z", "MaximumInscribedSphereRadius")
 
@@ -141,3 +142,32 @@ def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
     if suffix == ".obj":
         return write_obj(mesh, path)
     raise ValueError(f"write_mesh: unsupported mesh format {suffix!r} for {path}; use .stl or .obj")
+
+
+def write_vtu(path: str | Path, points_mm: np.ndarray, cells: np.ndarray | None, cell_type: str,
+              point_data: dict[str, np.ndarray]) -> Path:
+    """A VTK XML unstructured grid (.vtu, meshio) that ParaView opens: ``points_mm`` [V, 3] (world mm),
+    ``cells`` [C, k] of ``cell_type`` ("tetra", "triangle"; None: one "vertex" cell per point) and
+    point arrays whose names carry their units (``velocity_mm_s`` [V, 3], ``pressure_pa`` [V], ...)."""
+    import meshio
+
+    pts = np.asarray(points_mm, float)
+    cells_ = [("vertex", np.arange(len(pts))[:, None])] if cells is None else [(cell_type, np.asarray(cells, np.int64))]
+    mesh = meshio.Mesh(pts, cells_, point_data={k: np.asarray(v, np.float32) for k, v in point_data.items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.vtu")  # meshio writes by name
+    try:
+        meshio.write(tmp, mesh, file_format="vtu")
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_vtu(path: str | Path):
+    """The meshio.Mesh of a .vtu (points, cells, point_data)."""
+    import meshio
+
+    return meshio.read(path)
