@@ -152,7 +152,8 @@ def _final(curve: list[dict], n: int) -> dict | None:
 
 
 def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batch_seeds: int = 1,
-               threads: int | None = None, online_seeds: int = 1, disc_window_mm: float | None = None) -> dict:
+               threads: int | None = None, online_seeds: int = 1, disc_window_mm: float | None = None,
+               device: str = "cpu") -> dict:
     from pinngs.fit.online import OnlineConfig
     from pinngs.io import load_any_study
 
@@ -173,7 +174,7 @@ def run_preset(name: str, cache: Path, budget_s: float, n_checkpoints: int, batc
     row["batch_seeds"] = [dict(seed=k, **{x: m.get(x) for x in ("dice", "dp_pa", "velocity_rel_l2")})
                           for k, m in enumerate(seeds)]
 
-    cfg = OnlineConfig(latency_budget_s=budget_s)
+    cfg = OnlineConfig(latency_budget_s=budget_s, device=device)
     cfg = cfg if threads is None else dataclasses.replace(cfg, threads=threads)
     cfg = cfg if disc_window_mm is None else dataclasses.replace(
         cfg, fit=dataclasses.replace(cfg.fit, init_disc_window_mm=disc_window_mm))
@@ -293,6 +294,8 @@ def main() -> None:
                          "the config's). The batch reference keeps `pinngs reconstruct`'s default")
     ap.add_argument("--checkpoints", type=int, default=6, help="estimates along the replay (accuracy curve)")
     ap.add_argument("--cache", default=str(CACHE))
+    ap.add_argument("--device", default="cpu", help="where the online fit runs (OnlineConfig.device)")
+    ap.add_argument("--results", default=str(RESULTS), help="folder of the result files")
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: _quick with --quick)")
     ap.add_argument("--online-seeds", type=int, default=None,
                     help="online replays per preset, OnlineConfig seeds 0..N-1 (the first is the issue's row; "
@@ -323,23 +326,27 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             rows.append(run_preset(name, Path(args.cache), args.budget_s, args.checkpoints, n_seeds, args.threads,
-                                   n_online, args.disc_window_mm))
+                                   n_online, args.disc_window_mm, args.device))
         except Exception as e:  # a failed preset is reported, never dropped
             rows.append(dict(preset=name, error=f"{type(e).__name__}: {e}"))
         rows[-1]["wall_s"] = time.perf_counter() - t0
         r = rows[-1]
         brief = {k: r.get(k) for k in ("preset", "latency", "final", "batch", "targets", "error")}
         print(json.dumps(brief, default=float)[:1500], flush=True)
-    meta = dict(machine=cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
+    import torch
+
+    meta = dict(machine=cpu_name(), cores=os.cpu_count(), python=platform.python_version(), device=args.device,
+                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 load_avg_start=load0, load_avg_end=load_average(), budget_s=args.budget_s, threads=n_threads,
                 init_disc_window_mm=(OnlineConfig().fit.init_disc_window_mm if args.disc_window_mm is None
                                      else args.disc_window_mm),
                 command=" ".join(["python", *sys.argv]),
                 targets=dict(p95_s_biplane_256=P95_TARGET_S, dp_rel_diff_vs_batch=REL_TARGET,
                              velocity_rel_l2_rel_diff_vs_batch=REL_TARGET))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"online{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
-    _plot([r for r in rows if "error" not in r], RESULTS / f"online{tag}_accuracy.png")
+    res_dir = Path(args.results)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    (res_dir / f"online{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
+    _plot([r for r in rows if "error" not in r], res_dir / f"online{tag}_accuracy.png")
     L = ["# Online fitting benchmark", "",
          f"Machine: {meta['machine']}, {meta['cores']} cores, Python {meta['python']}; load average "
          f"{load0} at the start, {meta['load_avg_end']} at the end (the CPU was shared when the load exceeds "
@@ -454,7 +461,7 @@ def main() -> None:
     L += ["", "Flow status after the last frame: " + "; ".join(
         f"{r['preset']}: {(r.get('final') or {}).get('status', r.get('error', 'no estimate'))[:160]}" for r in rows),
           "", f"![accuracy against frames](online{tag}_accuracy.png)", ""]
-    (RESULTS / f"online{tag}.md").write_text("\n".join(L))
+    (res_dir / f"online{tag}.md").write_text("\n".join(L))
     print("\n".join(L))
 
 

@@ -101,7 +101,21 @@ def tube_cine_study(radius_mm=1.2, q_mm3_s=300.0, length_mm=20.0, h_mm=0.15, n_t
 
 @pytest.fixture(scope="session")
 def tube_cine():
-    """``tube_cine_study()`` once per test session: the online and the reconstruct tests share it."""
+    """``tube_cine_study()`` once per test session: the online and the reconstruct tests share it. On
+    a machine without the simulator's warp-lang (the GPU machine), ``PINNGS_TUBE_CINE`` names the
+    same study packed by ``benchmarks/gpu/pack.py``."""
+    import json
+    import os
+
+    packed = os.environ.get("PINNGS_TUBE_CINE")
+    if packed:
+        from pinngs.io.study import Frame, Study
+
+        z = np.load(packed)
+        views = [CArmView(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if not k.startswith("_")})
+                 for d in json.loads(str(z["views"]))]
+        frames = [Frame(img, int(v), float(t)) for img, v, t in zip(z["frames"], z["view"], z["t_s"])]
+        return Study(views, frames, "biplane", "line_integral"), z["occ"], z["lo"]
     return tube_cine_study()
 
 
