@@ -6,7 +6,7 @@ pytest.importorskip("gmsh")
 
 from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity  # noqa: E402
 from pinngs.flow.fem import ConvectionAssembler, _forms, _sections, mesh_lumen, solve_tet  # noqa: E402
-from pinngs.simulate.phantoms import _frame, bifurcation, straight_vessel  # noqa: E402
+from pinngs.simulate.phantoms import _frame, straight_vessel  # noqa: E402
 
 
 def _tube_points(ph, length, radius, n, rng):

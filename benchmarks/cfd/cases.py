@@ -30,8 +30,8 @@ import numpy as np
 from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD, RHO_BLOOD_G_MM3 as RHO_BLOOD
 from pinngs.laws import poiseuille_dp_pa, poiseuille_velocity, womersley_flow_rate, womersley_number, womersley_velocity
 from pinngs.simulate.cfd import solve_axisymmetric
-from pinngs.simulate.phantoms import Branch, Phantom, aneurisk_vessel, bifurcation, straight_vessel
-from pinngs.simulate.presets import BIPLANE, DATA, FOUR, PRESETS, Acquisition, Preset
+from pinngs.simulate.phantoms import Branch, Phantom, straight_vessel
+from pinngs.simulate.presets import BIPLANE, FOUR, PRESETS, Acquisition, Preset
 
 CONVERGENCE_TOL_PERCENT = 2.0  # issue 6: ΔP change between the two finest meshes
 # 3D meshes: elements per local radius (flow.fem.mesh_lumen), coarse -> fine. P2 velocity on a curved

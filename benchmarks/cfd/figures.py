@@ -6,7 +6,6 @@ references and the PINN. Sections and the centerline come from the true phantom 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

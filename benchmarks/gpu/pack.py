@@ -45,7 +45,7 @@ def pack(presets: list[str], src: Path) -> None:
 
 
 def unpack() -> None:
-    from pinngs.io.study import Frame, Study, load_study, save_study  # noqa: F401
+    from pinngs.io.study import load_study
 
     for z in sorted(PACK.glob("*.npz")):
         if z.stem == "tube_cine":

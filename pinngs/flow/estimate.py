@@ -81,6 +81,13 @@ class LumenFlow:
                   "reduced_pa": float(self.dp["dp_pa"])}
         return out
 
+    def at_flow(self, q_mm3_s: float) -> "LumenFlow":
+        """The same lumen at another inlet flow (mm³/s; daughters by Murray's law), reduced ΔP redone."""
+        q = [float(q_mm3_s)] + [float("nan")] * (len(self.branches) - 1)
+        out = replace(self, domain=replace(self.domain, q_mm3_s=split_flows(q, self.domain.parents, self.areas_mm2)))
+        out.dp = out.dp_at(float(q_mm3_s))
+        return out
+
     def section_pressure_pa(self, branch: int, arc_mm: float) -> float:
         """Area-mean pressure (Pa) of the field over the section normal to ``branch`` at ``arc_mm``:
         a disc 1.6 equivalent radii wide, points outside the field's lumen (NaN) left out."""
@@ -342,23 +349,33 @@ def estimate_flow(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float, c
     or "pinn-pure" (the same PINN without CFD: quasi-Poiseuille start, Navier–Stokes, no slip and the
     transit flux). Raises ValueError (no centerline, no transit fit) or RuntimeError (the CFD did not
     converge) when the method cannot run."""
-    from .fem import FemField, loft, solve_tet
-
     cfg = config or FlowConfig()
     cfg.validate()
     base = flow_on_lumen(study, occ, origin_mm, spacing_mm, branches=branches)
+    return solve_flow(base, cfg, centres_mm, sigma_mm, progress)
+
+
+def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None = None, sigma_mm=0.3,
+               progress: bool = False, fem=None) -> LumenFlow:
+    """``estimate_flow``'s solve on a lumen whose centerline, lesions and Q are known (``base``, from
+    ``flow_on_lumen``; a benchmark may give it the true Q with ``LumenFlow.at_flow``). ``fem``: a CFD
+    already solved on this lumen (a ``FemField``), reused by "pinn"."""
+    from .fem import FemField, loft, solve_tet
+
     if cfg.method == "reduced":
         return base
+    origin_mm, spacing_mm = base.domain.origin_mm, base.domain.spacing_mm
     t0 = time.perf_counter()
     lumen = loft(base.branches, cfg.loft_smooth_pts)
     solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
-    fem = None
-    if cfg.method in ("fem", "pinn"):
+    if fem is None and cfg.method in ("fem", "pinn"):
         fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter))
-        solver["fem"] = fem.info | {"seconds": time.perf_counter() - t0}
+        fem.info["seconds"] = time.perf_counter() - t0
+    if fem is not None:
+        solver["fem"] = dict(fem.info)
         base = replace(base, mesh=fem.mesh())
-        if cfg.method == "fem":
-            return base.with_field(fem, "fem", solver)
+    if cfg.method == "fem":
+        return base.with_field(fem, "fem", solver)
     centres = np.asarray(centres_mm if centres_mm is not None else base.domain.interior_mm, float).reshape(-1, 3)
     if len(centres) == 0:  # no Gaussians given: the lumen's own voxels
         idx = np.argwhere(base.domain.occ >= 0.5)
