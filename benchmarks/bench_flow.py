@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (CACHE, PA_MMHG, Truth, disc_section, flow_on_reconstruction, fmt, machine, md_table,
+from benchmarks.common import (CACHE, load_average, PA_MMHG, Truth, disc_section, flow_on_reconstruction, fmt, machine, md_table,
                                preset_case, write_results)
 
 PRESETS = ["tube-biplane", "stenosis50-biplane", "stenosis70-4view", "eccentric60-4view", "bifurcation-4view",
@@ -90,7 +90,7 @@ def vs_fem(flow, fem_flow, truth: Truth) -> dict:
             "mass_rms": p.get("mass_rms"), "anchor_velocity_rel_l2": p.get("anchor_velocity_rel_l2")}
 
 
-def run_preset(name: str, cache: Path, levels: list[int]) -> dict:
+def run_preset(name: str, cache: Path, levels: list[int], ablation: bool = True) -> dict:
     from pinngs.flow.estimate import FlowConfig, flow_on_lumen, solve_flow
     from pinngs.io import load_any_study
     from pinngs.io.exports import read_centerline_csv
@@ -119,10 +119,11 @@ def run_preset(name: str, cache: Path, levels: list[int]) -> dict:
             row["L1"]["fem"] = vs_truth(fem, truth, q_true) | wss_truth_and(truth, fem) | {
                 "seconds": s, "lofted_dice": fem.solver["lofted_dice"], "n_tets": fem.solver["fem"]["n_tets"]}
             cfg = FlowConfig(method="pinn")
-            for label, c in (("pinn", cfg), ("pinn, data only", dataclasses.replace(
-                    cfg, pinn=dataclasses.replace(cfg.pinn, physics_steps=0,
-                                                  data_steps=cfg.pinn.data_steps + cfg.pinn.physics_steps))),
-                             ("pinn-pure", FlowConfig(method="pinn-pure"))):
+            runs = [("pinn", cfg), ("pinn, data only", dataclasses.replace(
+                cfg, pinn=dataclasses.replace(cfg.pinn, physics_steps=0,
+                                              data_steps=cfg.pinn.data_steps + cfg.pinn.physics_steps))),
+                    ("pinn-pure", FlowConfig(method="pinn-pure"))]
+            for label, c in (runs if ablation else runs[::2]):
                 out, s, err = timed(lambda c=c: solve_flow(base, c, fem=fem.field))
                 row["L1"][label] = {"error": err, "seconds": s} if err else (vs_fem(out, fem, truth) | {"seconds": s})
     if 2 in levels:
@@ -198,21 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", nargs="*", type=int, default=[1, 2])
     ap.add_argument("--cache", default=str(CACHE))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--no-ablation", action="store_true", help="skip L1's 'pinn, data only' row (saves ~8 min a preset)")
     args = ap.parse_args(argv)
     rows = []
     t0 = time.perf_counter()
     meta = machine() | {"pa_mmhg": PA_MMHG, "targets_l2": L2,
                         "command": " ".join(["python -m benchmarks.bench_flow", *(argv or sys.argv[1:])])}
-    for name in tqdm(args.presets, desc="presets"):
+    for k, name in enumerate(tqdm(args.presets, desc="presets")):
         try:
-            rows.append(run_preset(name, Path(args.cache), args.levels))
+            rows.append(run_preset(name, Path(args.cache), args.levels, ablation=not args.no_ablation))
         except Exception as e:  # noqa: BLE001 - a failed preset is reported, never dropped
             traceback.print_exc()
             rows.append({"preset": name, "error": f"{type(e).__name__}: {e}"})
         meta["seconds"] = time.perf_counter() - t0
         L = ["# Flow benchmark: the flow engine against the simulator's truth and its own CFD", "",
-             f"Machine: {meta['machine']}, {meta['cores']} cores. Command: `{meta['command']}` ({meta['seconds']:.0f} s "
-             f"so far). Pa = {PA_MMHG:g} mmHg. ΔP between the estimate's two sections (1.5 equivalent radii inside the "
+             f"Machine: {meta['machine']}, {meta['cores']} cores. Command: `{meta['command']}` ({meta['seconds']:.0f} s"
+             f"{'' if k == len(args.presets) - 1 else ' so far'}, load average {load_average()}). Pa = {PA_MMHG:g} mmHg. ΔP between the estimate's two sections (1.5 equivalent radii inside the "
              "ends of branch 0); references: the truth's or the CFD's section means there.", ""] + tables(rows)
         write_results(f"flow{args.tag}", {"meta": meta, "rows": rows}, L)
     print("\n".join(L))

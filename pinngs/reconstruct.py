@@ -130,7 +130,16 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
         try:
             lumen_flow = estimate_flow(study, res.occupancy, res.origin_mm, res.spacing_mm, fcfg, branches=branches,
                                        centres_mm=centres, sigma_mm=sigma, progress=progress)
-        except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit, CFD diverged
+        except RuntimeError as e:  # the CFD did not converge: the reduced estimate, and the report says so
+            note = f"{type(e).__name__}: {e}"
+            try:
+                lumen_flow = estimate_flow(study, res.occupancy, res.origin_mm, res.spacing_mm,
+                                           replace(fcfg, method="reduced"), branches=branches)
+                lumen_flow = replace(lumen_flow, solver={"fallback": f"--flow {flow}: {str(e)[:160]}"})
+                warnings.append(f"--flow {flow}: the 3D CFD did not converge; the reduced estimate is reported")
+            except (ValueError, RuntimeError, FloatingPointError) as e2:
+                note = f"{type(e2).__name__}: {e2}"
+        except (ValueError, FloatingPointError) as e:  # no inlet, no transit fit
             note = f"{type(e).__name__}: {e}"
     # 5. outputs and report, then the swap
     summary = write_outputs(work, res, study, str(study_path), branches=branches, flow=lumen_flow, flow_note=note,

@@ -172,6 +172,8 @@ def _flow_lines(f: dict) -> list[str]:
                          f"{x['percent_equivalent_diameter_stenosis']:.1f} | {x['jet_weight']:.2f} | "
                          f"{x['dp_mmhg']:.2f} | {x['ffr']:.3f} |")
     sv = f.get("solver") or {}
+    if "fallback" in sv:
+        lines.append(f"- **The requested solver did not converge; the reduced estimate is reported** ({sv['fallback']})")
     if "lofted_dice" in sv:
         lines.append(f"- CFD lumen: lofted from the centerline with round sections, Dice {sv['lofted_dice']:.3f} against "
                      "the reconstructed lumen")

@@ -162,3 +162,23 @@ def test_cfd_and_pinn_flow_write_vtk_that_holds_the_pressure_drop(method, tube_c
     dp_vtk = near(f["dp_sections"][0]) - near(f["dp_sections"][1])
     print(f"{method}: ΔP summary {f['dp_pa']:.2f} Pa, from the VTK {dp_vtk:.2f} Pa")
     assert dp_vtk == pytest.approx(f["dp_pa"], rel=0.15)
+
+
+def test_a_cfd_that_does_not_converge_falls_back_to_the_reduced_estimate_and_says_so(tube_cine, tmp_path, monkeypatch):
+    """solve_tet raising (as it does when Newton stalls under a jet): the reduced flow is written,
+    summary.json's solver and warnings and the report name the fallback and the CFD's message."""
+    import pinngs.flow.fem as fem
+
+    def stalls(*a, **k):
+        raise RuntimeError("solve_tet did not converge for reconstruction: relative update 7.3e-01")
+
+    monkeypatch.setattr(fem, "solve_tet", stalls)
+    study, _, _ = tube_cine
+    save_study(study, tmp_path / "study")
+    s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=60), flow="fem", progress=False)
+    f = s["flow"]
+    assert f["method"] == "reduced" and math.isfinite(f["dp_pa"]) and f["dp_pa"] > 0
+    assert "did not converge" in f["solver"]["fallback"] and f["solver"]["fallback"].startswith("--flow fem")
+    assert any("did not converge" in w for w in s["warnings"]), s["warnings"]
+    assert "did not converge; the reduced estimate is reported" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "flow_volume.vtu").exists()

@@ -330,11 +330,16 @@ class FlowConfig:
     n_per_radius: float = 1.5  # CFD tetrahedra per local radius (flow.fem.mesh_lumen; docs/decisions.md, "Flow engine")
     max_iter: int = 200  # CFD Newton/Picard iterations in all, continuation in Q included
     loft_smooth_pts: float = 1.0  # smoothing of the lofted radius along the centerline (points)
+    # the lofted radius: "section" (median wall distance in the section plane) or "inscribed" (the
+    # centerline's maximum inscribed sphere); docs/decisions.md, "Flow engine: the lofted radius"
+    loft_radius: Literal["section", "inscribed"] = "section"
     pinn: PinnConfig = dataclass_field(default_factory=PinnConfig)
 
     def validate(self) -> None:
         if self.method not in FLOW_METHODS:
             raise ValueError(f"flow method must be one of {', '.join(FLOW_METHODS)}; got {self.method!r}")
+        if self.loft_radius not in ("section", "inscribed"):
+            raise ValueError(f"loft_radius must be 'section' or 'inscribed'; got {self.loft_radius!r}")
         if not self.n_per_radius > 0 or self.max_iter < 1:
             raise ValueError(f"need n_per_radius > 0 and max_iter >= 1, got {self.n_per_radius}, {self.max_iter}")
         self.pinn.validate()
@@ -360,13 +365,17 @@ def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None =
     """``estimate_flow``'s solve on a lumen whose centerline, lesions and Q are known (``base``, from
     ``flow_on_lumen``; a benchmark may give it the true Q with ``LumenFlow.at_flow``). ``fem``: a CFD
     already solved on this lumen (a ``FemField``), reused by "pinn"."""
-    from .fem import FemField, loft, solve_tet
+    from .fem import FemField, loft, section_radii, solve_tet
 
     if cfg.method == "reduced":
         return base
     origin_mm, spacing_mm = base.domain.origin_mm, base.domain.spacing_mm
     t0 = time.perf_counter()
-    lumen = loft(base.branches, cfg.loft_smooth_pts)
+    branches = base.branches
+    if cfg.loft_radius == "section":
+        rs = section_radii(branches, base.domain.occ, origin_mm, spacing_mm)
+        branches = [np.column_stack([np.asarray(b, float)[:, :3], r]) for b, r in zip(branches, rs)]
+    lumen = loft(branches, cfg.loft_smooth_pts)
     solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
     if fem is None and cfg.method in ("fem", "pinn"):
         fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter))
