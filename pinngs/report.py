@@ -134,7 +134,9 @@ def write_flow_npz(path: Path, flow: LumenFlow, occ: np.ndarray, origin_mm, spac
 def write_flow_vtk(out: Path, flow: LumenFlow, wall_mesh) -> dict:
     """ParaView files of the flow (meshio, VTK XML): ``flow_volume.vtu`` (the CFD's tetrahedra where
     one was solved, else the lumen's points on the FLOW_GRID_MM grid) with ``velocity_mm_s`` and
-    ``pressure_pa``, and ``wall.vtu`` (the lumen surface) with ``wss_pa`` and ``pressure_pa``."""
+    ``pressure_pa``, and ``wall.vtu`` (the lumen surface) with ``wss_pa`` and ``pressure_pa``. A PINN's
+    pressure is NaN at the CFD's nodes outside the reconstructed lumen (it was trained inside it; the
+    loft's round sections stick out of it by a few per cent): NaN, not 0, so no one reads it as a value."""
     from .io.exports import write_vtu
 
     if flow.mesh is not None:
@@ -145,10 +147,10 @@ def write_flow_vtk(out: Path, flow: LumenFlow, wall_mesh) -> dict:
         pts = d.origin_mm + FLOW_GRID_MM * np.indices(shape).reshape(3, -1).T
         pts, cells, kind = pts[d.inside(pts) >= 0.5], None, "vertex"
     write_vtu(out / "flow_volume.vtu", pts, cells, kind,
-              {"velocity_mm_s": flow.velocity_mm_s(pts), "pressure_pa": np.nan_to_num(flow.pressure_pa(pts))})
+              {"velocity_mm_s": flow.velocity_mm_s(pts), "pressure_pa": flow.pressure_pa(pts)})
     v, n = np.asarray(wall_mesh.vertices), np.asarray(wall_mesh.vertex_normals)
     write_vtu(out / "wall.vtu", v, np.asarray(wall_mesh.faces), "triangle",
-              {"wss_pa": flow.wss_pa(v, n), "pressure_pa": np.nan_to_num(flow.pressure_pa(v - 0.1 * n))})
+              {"wss_pa": flow.wss_pa(v, n), "pressure_pa": flow.pressure_pa(v - 0.1 * n)})
     return {"volume": "flow_volume.vtu", "wall": "wall.vtu", "volume_cells": kind,
             "units": {"velocity_mm_s": "mm/s", "pressure_pa": "Pa", "wss_pa": "Pa"}}
 

@@ -157,7 +157,9 @@ def test_cfd_and_pinn_flow_write_vtk_that_holds_the_pressure_drop(method, tube_c
 
     def near(sec):
         d = (pts - np.asarray(sec["centre_mm"])) @ np.asarray(sec["normal"])
-        return float(np.mean(pr[np.abs(d) < 0.2]))
+        p = pr[np.abs(d) < 0.2]
+        assert np.isfinite(p).mean() > 0.6  # NaN only at the loft's nodes outside the reconstruction
+        return float(np.nanmean(p))
 
     dp_vtk = near(f["dp_sections"][0]) - near(f["dp_sections"][1])
     print(f"{method}: ΔP summary {f['dp_pa']:.2f} Pa, from the VTK {dp_vtk:.2f} Pa")
