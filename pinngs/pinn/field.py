@@ -263,6 +263,7 @@ class FlowPINN:
         grad = torch.cat([grad[:, :3], self.p_scale * grad[:, 3:]], 1)
         mom, mass = ns_residuals(val, grad, d2, self.scales.Re)
         conv = torch.einsum("nj,nij->ni", val[:, :3], grad[:, :3, :])
+        mom, mass, conv = mom.detach(), mass.detach(), conv.detach()
         return {"momentum_rms": float(mom.square().sum(1).mean().sqrt()), "mass_rms": float(mass.square().mean().sqrt()),
                 "momentum_rel_convective": float(mom.square().sum(1).mean().sqrt() / conv.square().sum(1).mean().sqrt()
                                                  .clamp_min(1e-12))}
