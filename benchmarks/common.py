@@ -118,20 +118,9 @@ class Truth:
         return float((pv * weights_mm2).sum() / max((m * weights_mm2).sum(), 1e-12))
 
 
-def disc_section(branch: np.ndarray, arc_mm: float, radius_mm: float, h_mm: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Points [S, 3] and area weights [S] (mm²) of a disc of ``radius_mm`` normal to a centerline branch
-    ([P, 4] X, Y, Z, R) at arc length ``arc_mm``."""
-    from pinngs.polyline import arc_length, plane_basis, tangents
-
-    b = np.asarray(branch, float)
-    s = arc_length(b[:, :3])
-    c = np.array([np.interp(arc_mm, s, b[:, j]) for j in range(3)])
-    t = tangents(b[:, :3])[int(np.argmin(np.abs(s - arc_mm)))]
-    u, w = plane_basis(t)
-    g = np.arange(-radius_mm, radius_mm + 1e-9, h_mm)
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    disc = X * X + Y * Y <= radius_mm * radius_mm
-    return c + X[disc][:, None] * u + Y[disc][:, None] * w, np.full(int(disc.sum()), h_mm * h_mm)
+# a disc of points [S, 3] and area weights [S] (mm²) normal to a centerline branch at an arc length
+# (the product's own section sampler; the benchmarks' section means use the same one)
+from pinngs.polyline import disc_points as disc_section  # noqa: E402,F401 (re-exported)
 
 
 def fmt(v, spec: str = "{:.3f}", bold_if=None) -> str:
