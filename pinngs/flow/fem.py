@@ -177,7 +177,12 @@ def section_radii(branches: list, occ: np.ndarray, origin_mm, spacing_mm: float,
             val = map_coordinates(occ32, ((x - org) / spacing_mm).reshape(-1, 3).T, order=1,
                                   mode="constant").reshape(x.shape[:3])
             outside = val < 0.5
-            r[i0:i0 + 64] = s[np.where(outside.any(2), outside.argmax(2), len(s) - 1)]
+            k = np.where(outside.any(2), outside.argmax(2), len(s) - 1)  # first sample outside
+            km = np.maximum(k - 1, 0)
+            v0 = np.take_along_axis(val, km[..., None], 2)[..., 0]
+            v1 = np.take_along_axis(val, k[..., None], 2)[..., 0]
+            frac = np.clip((v0 - 0.5) / np.maximum(v0 - v1, 1e-9), 0.0, 1.0)  # the 0.5 crossing between them
+            r[i0:i0 + 64] = s[km] + frac * (s[k] - s[km])
         rm = np.median(r, axis=1)
         # the end sections meet the lumen's cut ends (their planes are not the cut's): hold the
         # radius one radius in from each end, so that the loft ends in a straight cylinder to its cap
