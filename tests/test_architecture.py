@@ -149,3 +149,18 @@ def test_no_private_name_crosses_a_room(graph):
         if _room(a) != _room(b) and (private_name or private_module):
             bad.append((a, b, name))
     assert bad == []
+
+
+def test_module_docstrings_stay_short():
+    """Every module docstring ≤ 40 lines (issue 26): the measurements behind a module's choices live in
+    docs/decisions.md, which its docstring points to by section title."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "pinngs"
+    long = {}
+    for p in sorted(root.rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))
+        if doc and len(doc.splitlines()) > 40:
+            long[str(p.relative_to(root))] = len(doc.splitlines())
+    assert len(list(root.rglob("*.py"))) > 20 and not long, long
