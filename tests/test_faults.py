@@ -131,12 +131,18 @@ def test_a_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(study, tmp_path):
     args = ["reconstruct", str(study), "-o", str(out), *RECON]
     marker = tmp_path / "checkpoint.reached"
     p = subprocess.Popen([sys.executable, "-m", "pinngs.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env=os.environ | {"PINNGS_FAILPOINT": "checkpoint:2", "PINNGS_FAILPOINT_DIR": str(tmp_path)})
+                         env=os.environ | {"PINNGS_FAILPOINT": "checkpoint:2", "PINNGS_FAILPOINT_DIR": str(tmp_path),
+                                           "PYTHONFAULTHANDLER": "1"})
     t0 = time.time()
     while not marker.exists() and time.time() - t0 < 600:
         time.sleep(0.05)
     p.send_signal(signal.SIGINT)
-    err = p.communicate(timeout=120)[1].decode()
+    try:
+        err = p.communicate(timeout=120)[1].decode()
+    except subprocess.TimeoutExpired:  # seen once in a fresh-clone CI run (2026-12-05): say where it hangs
+        p.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
+        err = p.communicate(timeout=60)[1].decode()
+        pytest.fail("reconstruct did not exit within 120 s of Ctrl-C; its stacks:\n" + err[-6000:])
     assert p.returncode == 130 and "Traceback" not in err
     said = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("pinngs:")]  # not the progress bar
     assert len(said) == 1 and "--resume" in said[0] and "step 20" in said[0], said
