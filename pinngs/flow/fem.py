@@ -156,7 +156,7 @@ def section_radii(branches: list, occ: np.ndarray, origin_mm, spacing_mm: float,
     end the radius is held at its value there (the cut end is not a section)."""
     from scipy.ndimage import map_coordinates
 
-    from ..polyline import tangents
+    from ..polyline import arc_length, plane_basis, tangents
 
     occ32 = np.asarray(occ, np.float32)
     org = np.asarray(origin_mm, float)
@@ -165,10 +165,7 @@ def section_radii(branches: list, occ: np.ndarray, origin_mm, spacing_mm: float,
     for b in branches:
         b = np.asarray(b, float)
         p, t = b[:, :3], tangents(b[:, :3])
-        a = np.where(np.abs(t[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-        u = np.cross(t, a)
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
-        v = np.cross(t, u)
+        u, v = (np.array(x) for x in zip(*(plane_basis(ti) for ti in t)))  # [P, 3] each
         d = np.cos(th)[None, :, None] * u[:, None] + np.sin(th)[None, :, None] * v[:, None]  # [P, R, 3]
         s = np.arange(0.0, 3.0 * max(float(b[:, 3].max()), spacing_mm), step_vox * spacing_mm)
         r = np.empty((len(p), n_rays))
@@ -186,7 +183,7 @@ def section_radii(branches: list, occ: np.ndarray, origin_mm, spacing_mm: float,
         rm = np.median(r, axis=1)
         # the end sections meet the lumen's cut ends (their planes are not the cut's): hold the
         # radius one radius in from each end, so that the loft ends in a straight cylinder to its cap
-        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+        arc = arc_length(p)
         r_in = float(np.median(rm))
         lo, hi = np.searchsorted(arc, r_in), np.searchsorted(arc, arc[-1] - r_in)
         if lo < hi:
