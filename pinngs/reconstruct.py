@@ -129,17 +129,10 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
             sigma = float(res.field.scales.mean())
         try:
             lumen_flow = estimate_flow(study, res.occupancy, res.origin_mm, res.spacing_mm, fcfg, branches=branches,
-                                       centres_mm=centres, sigma_mm=sigma, progress=progress)
-        except RuntimeError as e:  # the CFD did not converge: the reduced estimate, and the report says so
-            note = f"{type(e).__name__}: {e}"
-            try:
-                lumen_flow = estimate_flow(study, res.occupancy, res.origin_mm, res.spacing_mm,
-                                           replace(fcfg, method="reduced"), branches=branches)
-                lumen_flow = replace(lumen_flow, solver={"fallback": f"--flow {flow}: {str(e)[:160]}"})
+                                       centres_mm=centres, sigma_mm=sigma, progress=progress, fallback=True)
+            if "fallback" in lumen_flow.solver:  # the CFD did not converge: the reduced estimate, said so
                 warnings.append(f"--flow {flow}: the 3D CFD did not converge; the reduced estimate is reported")
-            except (ValueError, RuntimeError, FloatingPointError) as e2:
-                note = f"{type(e2).__name__}: {e2}"
-        except (ValueError, FloatingPointError) as e:  # no inlet, no transit fit
+        except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit
             note = f"{type(e).__name__}: {e}"
     # 5. outputs and report, then the swap
     summary = write_outputs(work, res, study, str(study_path), branches=branches, flow=lumen_flow, flow_note=note,

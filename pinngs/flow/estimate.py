@@ -347,17 +347,23 @@ class FlowConfig:
 
 def estimate_flow(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float, config: FlowConfig | None = None,
                   branches: list | None = None, centres_mm: np.ndarray | None = None, sigma_mm=0.3,
-                  progress: bool = False) -> LumenFlow:
+                  progress: bool = False, fallback: bool = False) -> LumenFlow:
     """The flow on a lumen by one of the methods (module docstring): "reduced" (``flow_on_lumen``),
     "fem" (3D Navier–Stokes on the lofted centerline at the transit Q), "pinn" (a PINN anchored on
     that CFD, trained at and around ``centres_mm``, the Gaussian centres [N, 3] of size ``sigma_mm``)
     or "pinn-pure" (the same PINN without CFD: quasi-Poiseuille start, Navier–Stokes, no slip and the
     transit flux). Raises ValueError (no centerline, no transit fit) or RuntimeError (the CFD did not
-    converge) when the method cannot run."""
+    converge) when the method cannot run; with ``fallback`` a CFD that does not converge gives the
+    reduced estimate instead, its ``solver["fallback"]`` saying why."""
     cfg = config or FlowConfig()
     cfg.validate()
     base = flow_on_lumen(study, occ, origin_mm, spacing_mm, branches=branches)
-    return solve_flow(base, cfg, centres_mm, sigma_mm, progress)
+    try:
+        return solve_flow(base, cfg, centres_mm, sigma_mm, progress)
+    except RuntimeError as e:  # ``fallback``: the reduced estimate on the same transit fit, said in ``solver``
+        if not fallback:
+            raise
+        return replace(base, solver={"fallback": f"--flow {cfg.method}: {str(e)[:160]}"})
 
 
 def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None = None, sigma_mm=0.3,
