@@ -132,6 +132,10 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
                                        centres_mm=centres, sigma_mm=sigma, progress=progress, fallback=True)
             if "fallback" in lumen_flow.solver:  # the CFD did not converge: the reduced estimate, said so
                 warnings.append(f"--flow {flow}: the 3D CFD did not converge; the reduced estimate is reported")
+            elif (un := lumen_flow.solver.get("fem", {}).get("unsteady")):
+                warnings.append(f"--flow {flow}: the 3D CFD did not settle to a steady flow; its mean over "
+                                f"{un['states']} pseudo-time steps is reported (ΔP {un['dp_min_pa']:.0f}–"
+                                f"{un['dp_max_pa']:.0f} Pa over them)")
         except (ValueError, RuntimeError, FloatingPointError) as e:  # no inlet, no transit fit
             note = f"{type(e).__name__}: {e}"
     # 5. outputs and report, then the swap

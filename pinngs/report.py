@@ -182,6 +182,9 @@ def _flow_lines(f: dict) -> list[str]:
     if "fem" in sv:
         lines.append(f"- CFD: {sv['fem'].get('n_tets', 0)} quadratic tetrahedra, {sv['fem'].get('iterations', 0)} "
                      f"Newton/Picard iterations, {sv['fem'].get('seconds', 0):.0f} s")
+    if (un := sv.get("fem", {}).get("unsteady")):
+        lines.append(f"- **The CFD did not settle to a steady flow**: the fields are the mean of its last {un['states']} "
+                     f"pseudo-time steps; over them the CFD's ΔP ranged {un['dp_min_pa']:.0f}–{un['dp_max_pa']:.0f} Pa")
     if "pinn" in sv:
         p = sv["pinn"]
         lines.append(f"- PINN: velocity rel-L2 against its anchor {p.get('anchor_velocity_rel_l2', float('nan')):.3f}; "

@@ -329,6 +329,12 @@ class FlowConfig:
     method: FlowMethod = "pinn"
     n_per_radius: float = 1.5  # CFD tetrahedra per local radius (flow.fem.mesh_lumen; docs/decisions.md, "Flow engine")
     max_iter: int = 200  # CFD Newton/Picard iterations in all, continuation in Q included
+    # grad-div stabilisation of the CFD, gamma = c rho U h (flow.fem.solve_tet; docs/decisions.md,
+    # "Flow engine: grad-div"); 0 switches it off
+    grad_div: float = 0.25
+    # pseudo-time steps after Newton and the continuation in Q fail; a flow that still does not
+    # settle is reported as the mean of the last half of them, with its spread (``solver["fem"]["unsteady"]``)
+    ptc_steps: int = 60
     loft_smooth_pts: float = 1.0  # smoothing of the lofted radius along the centerline (points)
     # the lofted radius: "section" (median wall distance in the section plane) or "inscribed" (the
     # centerline's maximum inscribed sphere); docs/decisions.md, "Flow engine: the lofted radius"
@@ -342,6 +348,8 @@ class FlowConfig:
             raise ValueError(f"loft_radius must be 'section' or 'inscribed'; got {self.loft_radius!r}")
         if not self.n_per_radius > 0 or self.max_iter < 1:
             raise ValueError(f"need n_per_radius > 0 and max_iter >= 1, got {self.n_per_radius}, {self.max_iter}")
+        if not self.grad_div >= 0 or self.ptc_steps < 0:
+            raise ValueError(f"need grad_div >= 0 and ptc_steps >= 0, got {self.grad_div}, {self.ptc_steps}")
         self.pinn.validate()
 
 
@@ -384,7 +392,9 @@ def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None =
     lumen = loft(branches, cfg.loft_smooth_pts)
     solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
     if fem is None and cfg.method in ("fem", "pinn"):
-        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter))
+        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter,
+                                 grad_div=cfg.grad_div, ptc=cfg.ptc_steps > 0, ptc_iter=cfg.ptc_steps,
+                                 allow_unsteady=True))
         fem.info["seconds"] = time.perf_counter() - t0
     if fem is not None:
         solver["fem"] = dict(fem.info)
