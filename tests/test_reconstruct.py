@@ -184,3 +184,26 @@ def test_a_cfd_that_does_not_converge_falls_back_to_the_reduced_estimate_and_say
     assert any("did not converge" in w for w in s["warnings"]), s["warnings"]
     assert "did not converge; the reduced estimate is reported" in (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "flow_volume.vtu").exists()
+
+
+def test_a_cfd_that_does_not_settle_is_written_as_its_mean_and_said(tube_cine, tmp_path, monkeypatch):
+    """The real solver with a tolerance no iteration reaches (so that Newton, the continuation and
+    the pseudo-time steps all run out): the fem flow is written as the mean of the pseudo-time states,
+    and summary.json, its warnings and the report say that it did not settle, with the ΔP range."""
+    import pinngs.flow.fem as fem
+
+    real = fem.solve_tet
+
+    def never_settles(*a, **k):
+        return real(*a, **(k | {"tol": 1e-30, "max_iter": 2, "ptc_iter": 40}))
+
+    monkeypatch.setattr(fem, "solve_tet", never_settles)
+    study, _, _ = tube_cine
+    save_study(study, tmp_path / "study")
+    s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=60), flow="fem", progress=False)
+    f = s["flow"]
+    un = f["solver"]["fem"]["unsteady"]
+    assert f["method"] == "fem" and f["solver"]["fem"]["steady"] is False and un["states"] >= 5
+    assert un["dp_min_pa"] <= un["dp_mean_pa"] <= un["dp_max_pa"] and math.isfinite(f["dp_pa"]) and f["dp_pa"] > 0
+    assert any("did not settle" in w for w in s["warnings"]), s["warnings"]
+    assert "The CFD did not settle to a steady flow" in (tmp_path / "out" / "report.md").read_text()

@@ -801,7 +801,7 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
         # time scale: a cell crossed at the narrowest section's mean velocity (h_min = R_min / n)
         r_min = tm.h_mm["min"] * tm.h_mm["n_per_radius"]
         dt = tm.h_mm["min"] / (q_mm3_s / (math.pi * r_min ** 2))
-        prev, limit[0] = None, it + ptc_iter
+        prev, limit[0], tries = None, it + ptc_iter, 0
         while it < limit[0]:
             it += 1
             J, f = conv.assemble(u, newton=True)
@@ -815,7 +815,8 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
                 continue
             xk, u = x_new, x_new[:nu]
             ptc_states.append(x_new)
-            if rel < 1e-3:  # near a steady state: finish with plain Newton
+            if rel < 1e-3 and tries < 2:  # near a steady state: finish with plain Newton (twice at most)
+                tries += 1
                 xq, ok = iterate(1.0, u, False, 8, True)
                 if ok:
                     return xq, True
