@@ -21,6 +21,24 @@ def test_tube_occupancy_volume_matches_capsule():
     assert vol == pytest.approx(exact, rel=5e-3)  # partial-volume ramp: error ~ (h/R)² scale
 
 
+def test_stenosis_occupancy_is_its_sections_not_the_union_of_spheres():
+    """The voxel lumen is the solid of the flow truth: circular sections of radius r(z) normal to the
+    axis. On the steep flank of a 70 % stenosis the union of spheres of radius r(z) is wider
+    (max over s of sqrt(r(s)² − (z − s)²) > r(z)); the lumen volume tells the two apart."""
+    ph = straight_vessel("s", radius_mm=1.5, length_mm=14.0, severity=0.7, stenosis_length_mm=4.0,
+                         direction=(0.2, 0.4, 1.0))
+    o, sh = ph.grid(0.05)
+    vol = ph.occupancy(o, 0.05, sh).sum() * 0.05 ** 3
+    z, r = ph.axial_profile
+    sections = np.trapezoid(np.pi * r ** 2, z) + 4 / 3 * np.pi * 1.5 ** 3  # + the two end hemispheres
+    zz = np.linspace(z[0], z[-1], 2801)
+    rr = np.interp(zz, z, r)
+    union = np.array([np.sqrt(np.clip(rr ** 2 - (zz - zi) ** 2, 0, None)).max() for zi in zz])
+    union_vol = np.trapezoid(np.pi * union ** 2, zz) + 4 / 3 * np.pi * 1.5 ** 3
+    assert union_vol > sections * 1.01  # the two solids differ by more than the tolerance below
+    assert vol == pytest.approx(sections, rel=3e-3)
+
+
 def test_stenosis_profile_and_murray():
     ph = straight_vessel("s", severity=0.7, stenosis_length_mm=6.0)
     z, r = ph.axial_profile

@@ -5,8 +5,8 @@ axisymmetric, and the product's CFD on a reconstruction (``--flow fem``).
     vel_mm_s, p_pa = flow.sample(points_mm)                   # [N, 3], [N]; NaN outside the mesh
     field = FemField(solve_tet(loft(branches), q))            # a reconstruction's centerline, lofted
 
-Geometry. The lumen (the union of the tubes swept by spheres of radius r along each
-branch) is built as an OpenCASCADE solid with gmsh: each branch is lofted through circles normal to
+Geometry. The lumen (each branch the union of the circles of radius r normal to its centerline,
+the branches united) is built as an OpenCASCADE solid with gmsh: each branch is lofted through circles normal to
 its centerline (``addThruSections``, ruled between sections spaced so that the radius changes by ≤ 2 % and the axis turns by ≤ 8°), each junction gets the sphere of its parent's radius, and the
 pieces are fused. The inlet is the flat cap at the first point of branch 0; every branch end from
 which no other branch starts is a flat outlet cap. Rounded end caps of the voxel lumen lie outside
@@ -15,7 +15,7 @@ the CFD domain (see ``pinngs.simulate.flowfield.tet_fem``).
 Mesh. gmsh tetrahedra whose size follows the lumen radius, h = R(x) / ``n_per_radius``, where R
 is the narrowest radius within 6 mm upstream (fine in a stenosis throat and in the jet after it,
 coarser in a wide parent), then made quadratic (``MeshTet2``) with the
-mid-edge nodes of the wall moved onto the exact swept surface, so that the wall is curved and a
+mid-edge nodes of the wall moved onto the exact wall (``_Surface.project``), so that the wall is curved and a
 circular section is represented to O(h³) rather than as a polygon.
 
 Flow. Taylor-Hood P2-P1 with scikit-fem, in the units of the whole simulator (mm, s, g → Pa):
@@ -111,30 +111,43 @@ class Lumen:
 
 
 def swept_signed_distance(branches: list, origin_mm: np.ndarray, spacing_mm: float, shape: tuple[int, int, int],
-                      step_mm: float | None = None) -> np.ndarray:
-    """Approximate signed distance to the lumen wall (mm, negative inside), [X, Y, Z] float32.
+                          step_mm: float | None = None) -> np.ndarray:
+    """Signed distance to the lumen wall (mm, negative inside), [X, Y, Z] float32, of the solid made of
+    the circular sections normal to each branch's centerline (the solid the flow truth and the loft
+    use), with a round cap at each branch end.
 
-    Each segment contributes |x - closest point| - r(closest point): exact for a tube of constant
-    radius, and within a small fraction of a voxel where the radius varies slowly.
-    """
+    Within a branch, a point belongs to the section through its closest centerline point:
+    d = |x - c(s*)| - r(s*), s* = argmin_s |x - c(s)|; the branches are united (min over branches).
+    Exact in the radial direction for a straight axis; on a taper the wall distance is measured
+    radially, not normal to the wall (the 0.5 level, which is the wall, is exact). The union of the
+    spheres of radius r(s) would be wider than these sections on a steep taper by about r·r'²/2
+    (+17 % in radius on the flank of the 70 % stenosis; docs/decisions.md, "Flow engine")."""
     step = step_mm or max(spacing_mm, 0.1)
     sd = np.full(shape, np.inf, dtype=np.float32)
     axes = [origin_mm[k] + spacing_mm * np.arange(shape[k]) for k in range(3)]
     for br in branches:
         b = br.resampled(step)
+        # every segment visits the voxels within the branch's widest radius (+2 voxels), so that
+        # a voxel's closest centerline point is among the segments that visit it wherever it is
+        # inside or near the wall
+        reach = float(b.radii_mm.max()) + 2 * spacing_mm
+        best_d = np.full(shape, np.inf, dtype=np.float32)  # distance to the closest centerline point
+        best_r = np.zeros(shape, dtype=np.float32)  # the radius there
         for a, c, ra, rc in zip(b.points_mm[:-1], b.points_mm[1:], b.radii_mm[:-1], b.radii_mm[1:]):
-            rmax = max(ra, rc) + 2 * spacing_mm
-            lo = np.minimum(a, c) - rmax
-            hi = np.maximum(a, c) + rmax
+            lo = np.minimum(a, c) - reach
+            hi = np.maximum(a, c) + reach
             i0 = np.clip(np.floor((lo - origin_mm) / spacing_mm).astype(int), 0, np.array(shape) - 1)
             i1 = np.clip(np.ceil((hi - origin_mm) / spacing_mm).astype(int) + 1, 0, np.array(shape))
             X, Y, Z = np.meshgrid(axes[0][i0[0]:i1[0]], axes[1][i0[1]:i1[1]], axes[2][i0[2]:i1[2]], indexing="ij")
             P = np.stack([X, Y, Z], -1)
             ac = c - a
             t = np.clip(((P - a) @ ac) / max(ac @ ac, 1e-12), 0.0, 1.0)
-            d = np.linalg.norm(P - (a + t[..., None] * ac), axis=-1) - (ra + t * (rc - ra))
-            view = sd[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]]
-            np.minimum(view, d.astype(np.float32), out=view)
+            d = np.linalg.norm(P - (a + t[..., None] * ac), axis=-1).astype(np.float32)
+            box = (slice(i0[0], i1[0]), slice(i0[1], i1[1]), slice(i0[2], i1[2]))
+            closer = d < best_d[box]
+            best_d[box] = np.where(closer, d, best_d[box])
+            best_r[box] = np.where(closer, (ra + t * (rc - ra)).astype(np.float32), best_r[box])
+        np.minimum(sd, best_d - best_r, out=sd)
     return sd
 
 
@@ -319,7 +332,7 @@ def build_geometry(ph: Lumen, max_step_mm: float = 10.0):
 
 
 class _Surface:
-    """Closest point on the phantom's swept surface, for moving wall nodes onto it."""
+    """The lumen's wall near a point (mesh size, and moving wall nodes onto it)."""
 
     def __init__(self, ph: Lumen, step_mm: float = 0.05, wake_mm: float = 6.0):
         self.segs = []
@@ -342,6 +355,7 @@ class _Surface:
         RA = np.concatenate([s[2] for s in self.segs])
         RC = np.concatenate([s[3] for s in self.segs])
         self.A, self.C, self.RA, self.RC = A, C, RA, RC
+        self.branch_of = np.concatenate([np.full(len(sg[0]), k) for k, sg in enumerate(self.segs)])
         self.tree = cKDTree(self.mid)
 
     def radius_near(self, x: np.ndarray) -> np.ndarray:
@@ -355,11 +369,14 @@ class _Surface:
         return self.R_size[i]
 
     def project(self, x: np.ndarray, k: int = 24) -> np.ndarray:
-        """[N, 3] points moved onto the surface of the union of swept spheres (the segment whose
-        surface is farthest out along the point's own direction wins, as for a union)."""
+        """[N, 3] points moved onto the lumen's wall: in each branch onto the section through the
+        point's closest centerline point (as ``swept_signed_distance``), the branch whose wall is
+        farthest out along the point's own direction winning, as for a union."""
         _, idx = self.tree.query(x, k=min(k, len(self.mid)))
-        best_sd = np.full(len(x), np.inf)
-        out = x.copy()
+        n = len(x)
+        best_d = np.full((len(self.segs), n), np.inf)  # per branch: the closest centerline point
+        best_x = np.repeat(x[None].astype(float), len(self.segs), axis=0)
+        best_sd = np.full((len(self.segs), n), np.inf)
         for j in range(idx.shape[1]):
             i = idx[:, j]
             a, c, ra, rc = self.A[i], self.C[i], self.RA[i], self.RC[i]
@@ -368,12 +385,15 @@ class _Surface:
             foot = a + t[:, None] * ac
             d = np.linalg.norm(x - foot, axis=1)
             r = ra + t * (rc - ra)
-            sd = d - r
-            better = sd < best_sd
-            best_sd[better] = sd[better]
             dirn = (x - foot) / np.maximum(d, 1e-12)[:, None]
-            out[better] = (foot + r[:, None] * dirn)[better]
-        return out
+            br = self.branch_of[i]
+            for b in range(len(self.segs)):
+                better = (br == b) & (d < best_d[b])
+                best_d[b, better] = d[better]
+                best_sd[b, better] = (d - r)[better]
+                best_x[b, better] = (foot + r[:, None] * dirn)[better]
+        win = np.argmin(best_sd, axis=0)
+        return best_x[win, np.arange(n)]
 
 
 @dataclass

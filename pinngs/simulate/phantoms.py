@@ -1,9 +1,10 @@
 """Vessel phantoms: branches of centerline points with radii, turned into a lumen on a fine grid.
 
 Every phantom is a set of branches (points [P, 3] mm, radii [P] mm), the first point of branch 0
-being the inlet. The lumen is the union of the tubes swept by the spheres of radius r along each
-branch; on a grid it is a partial-volume occupancy in [0, 1] from the signed distance (a linear ramp
-one voxel wide), so that projections of it converge as the grid is refined.
+being the inlet. The lumen is, in each branch, the union of the discs of radius r normal to the
+centerline (round caps at the branch ends), the branches united: the solid the flow truth is
+computed in. On a grid it is a partial-volume occupancy in [0, 1] from the signed distance (a linear
+ramp one voxel wide), so that projections of it converge as the grid is refined.
 
 Presets (see ``make_phantom``): straight tube; axisymmetric and eccentric stenoses (cosine profile,
 severity = fractional diameter reduction, length); a bifurcation obeying Murray's law
