@@ -60,7 +60,7 @@ bench-simulate: $(STAMP)
 bench-reconstruct: $(STAMP)
 	$(PY) -m benchmarks.bench_reconstruct
 
-# uses the reconstructions bench-reconstruct leaves in benchmarks/.cache (runs them if missing)
+# simulates and reconstructs (--flow reduced: the lumen is what it uses) into benchmarks/.cache where missing
 bench-flow: $(STAMP)
 	$(PY) -m benchmarks.bench_flow
 

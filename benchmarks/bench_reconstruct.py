@@ -1,10 +1,12 @@
 """Batch reconstruction of every simulator preset: accuracy against truth and wall time.
 
-    python -m benchmarks.bench_reconstruct [--presets a b ...] [--iters N] [--cache DIR]
+    python -m benchmarks.bench_reconstruct [--presets a b ...] [--iters N] [--cache DIR] [--flow METHOD]
 
 For each preset: `pinngs simulate PRESET --seed 0` (cached in --cache, default
-benchmarks/.cache/sim, so reruns skip it), then `pinngs reconstruct` timed end to end in its own
-process (that is the wall time quoted: fit, lumen, surface, centerline, grading, report), then
+benchmarks/.cache/sim, so reruns skip it), then `pinngs reconstruct --flow none` (the geometry; the
+flow stage has its own budget and benchmark, bench_flow) timed end to end in its own process (that
+is the wall time quoted: fit, lumen, surface, centerline, grading, report) into
+.cache/recon-geometry/ (not the flow benchmark's .cache/recon/), then
 `pinngs.analysis.evaluate`. Writes benchmarks/results/reconstruct.json and reconstruct.md with the
 issue's targets next to each figure.
 """
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="fit steps (default: FitConfig.iters)")
     ap.add_argument("--cache", default=str(CACHE / "sim"))
     ap.add_argument("--tag", default="", help="suffix for the result files (e.g. _quick)")
+    ap.add_argument("--flow", default="none", help="`pinngs reconstruct --flow` (default none: the geometry alone)")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -63,10 +66,10 @@ def main() -> None:
             if r.returncode != 0:
                 rows.append(dict(preset=name, ok=False, stage="simulate", error=r.stderr[-2000:]))
                 continue
-        out = cache.parent / "recon" / name
+        out = cache.parent / "recon-geometry" / name
         if out.exists():
             shutil.rmtree(out)
-        cmd = [sys.executable, "-m", "pinngs.cli", "reconstruct", str(sim), "-o", str(out)]
+        cmd = [sys.executable, "-m", "pinngs.cli", "reconstruct", str(sim), "-o", str(out), "--flow", args.flow]
         if args.iters:
             cmd += ["--iters", str(args.iters)]
         t0 = time.perf_counter()
@@ -90,15 +93,16 @@ def main() -> None:
     mach = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"reconstruct{args.tag}.json").write_text(json.dumps(
-        dict(benchmark="reconstruct", machine=mach, wall_budget_s=WALL_BUDGET_S, iters=args.iters, rows=rows),
+        dict(benchmark="reconstruct", machine=mach, wall_budget_s=WALL_BUDGET_S, iters=args.iters, flow=args.flow, rows=rows),
         indent=2, default=float))
     cols = [("dice", "Dice", "{:.3f}"), ("chamfer_mm", "Chamfer mm", "{:.3f}"), ("hausdorff95_mm", "HD95 mm", "{:.3f}"),
             ("fscore_0.2mm", "F@0.2mm", "{:.3f}"), ("radius_mae_mm", "radius MAE mm", "{:.3f}"),
             ("centerline_rmse_mm", "CL RMSE mm", "{:.3f}"), ("stenosis_error_points", "% sten. err", "{:.1f}")]
     lines = ["# Reconstruction benchmark", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, Python {mach['python']}. Command: "
-             f"`python -m benchmarks.bench_reconstruct{' --iters ' + str(args.iters) if args.iters else ''}`. "
-             f"Wall time = the whole `pinngs reconstruct` process (budget {WALL_BUDGET_S:.0f} s). "
+             f"`python -m benchmarks.bench_reconstruct{' --iters ' + str(args.iters) if args.iters else ''}"
+             f"{' --flow ' + args.flow if args.flow != 'none' else ''}`. "
+             f"Wall time = the whole `pinngs reconstruct --flow {args.flow}` process (budget {WALL_BUDGET_S:.0f} s). "
              "A figure in **bold** misses the issue's target for that preset; targets are listed below the table.", "",
              "| preset | views | " + " | ".join(c[1] for c in cols) + " | Gaussians | wall s |",
              "|---|---|" + "---|" * len(cols) + "---|---|"]
