@@ -155,6 +155,8 @@ CASES = [
     ("seed-negative", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--seed", "-1"], ["--seed", "≥ 0"]),
     ("pa-zero", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--pa-mmhg", "0"], ["--pa-mmhg", "> 0"]),
     ("pa-nan", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--pa-mmhg", "nan"], ["--pa-mmhg"]),
+    ("cfd-res-zero", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--cfd-resolution", "0"],
+     ["--cfd-resolution", "> 0.5"]),
     ("flow-unknown", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--flow", "magic"], ["--flow", "magic"]),
     # --- simulate
     ("simulate-out-under-a-file", lambda t, g, x: ["simulate", "tube-biplane", "-o", str(_file(t) / "sub")], ["is a file"]),
