@@ -14,7 +14,7 @@ from pinngs.analysis.stenosis import grade_stenosis, murray_deviation
 from pinngs.io.exports import read_centerline_csv, write_centerline_csv
 from pinngs.analysis.surface import mask_to_mesh
 from pinngs.io.exports import write_obj, write_stl
-from pinngs.simulate.phantoms import bifurcation, straight_vessel
+from pinngs.simulate.phantoms import bifurcation, cosine_stenosis_radius, straight_vessel
 
 H = 0.15  # grid spacing (mm)
 
@@ -97,8 +97,15 @@ def test_stenosis_is_graded_where_it_is(severity):
     # location: the throat is at the middle of the tube (the branch starts about 1-2 mm in)
     throat = ph.axis_origin_mm + 12.0 * ph.axis_dir
     assert np.linalg.norm(np.asarray(les["xyz_mm"]) - throat) < 0.2
-    # a cosine stenosis of length L is narrower than 0.9 d_ref over L/pi * arccos(...) ; half depth = L/2
-    assert les["length_half_depth_mm"] == pytest.approx(L / 2, abs=0.3)
+    # the half-depth length of the inscribed radius, which is what the centerline carries: the lumen is
+    # made of sections of radius r(z), so on the axis at z the largest sphere has radius
+    # min_s sqrt((z - s)² + r(s)²) <= r(z), and the dip it sees is wider than r's own L/2
+    z = np.linspace(-12.0, 12.0, 4801)
+    r = cosine_stenosis_radius(z, 1.5, severity, L)
+    r_ins = np.sqrt((z[:, None] - z[None]) ** 2 + r[None] ** 2).min(axis=1)
+    half_depth = (r_ins < (1.5 + r_ins.min()) / 2).sum() * (z[1] - z[0])  # 3.43 mm at 50 %, 3.50 at 70 %
+    assert half_depth > L / 2 + 0.3  # the sections' own L/2 would not pass the check below
+    assert les["length_half_depth_mm"] == pytest.approx(half_depth, abs=0.15)
     assert 0 < les["length_mm"] < L
 
 
