@@ -144,9 +144,10 @@ def swept_signed_distance(branches: list, origin_mm: np.ndarray, spacing_mm: flo
             t = np.clip(((P - a) @ ac) / max(ac @ ac, 1e-12), 0.0, 1.0)
             d = np.linalg.norm(P - (a + t[..., None] * ac), axis=-1).astype(np.float32)
             box = (slice(i0[0], i1[0]), slice(i0[1], i1[1]), slice(i0[2], i1[2]))
-            closer = d < best_d[box]
-            best_d[box] = np.where(closer, d, best_d[box])
-            best_r[box] = np.where(closer, (ra + t * (rc - ra)).astype(np.float32), best_r[box])
+            view_d, view_r = best_d[box], best_r[box]  # views: written in place
+            closer = d < view_d
+            view_d[closer] = d[closer]
+            view_r[closer] = (ra + t[closer] * (rc - ra))
         np.minimum(sd, best_d - best_r, out=sd)
     return sd
 
