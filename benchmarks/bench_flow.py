@@ -119,7 +119,8 @@ def run_preset(name: str, cache: Path, levels: list[int], ablation: bool = True,
         else:
             row["L1"]["fem"] = vs_truth(fem, truth, q_true) | wss_truth_and(truth, fem) | {
                 "seconds": s, "lofted_dice": fem.solver["lofted_dice"], "n_tets": fem.solver["fem"]["n_tets"],
-                "steady": fem.solver["fem"].get("steady", True), "unsteady": fem.solver["fem"].get("unsteady")}
+                "steady": fem.solver["fem"].get("steady", True), "unsteady": fem.solver["fem"].get("unsteady"),
+                "mesh_note": fem.solver["fem"].get("mesh_note")}
             cfg = FlowConfig(method="pinn")
             runs = [("pinn", cfg), ("pinn, data only", dataclasses.replace(
                 cfg, pinn=dataclasses.replace(cfg.pinn, physics_steps=0,
@@ -141,7 +142,9 @@ def run_preset(name: str, cache: Path, levels: list[int], ablation: bool = True,
         row["L2"]["fem"] = {"error": err, "seconds": s} if err else (
             vs_truth(fem, truth, q_true) | {"seconds": s + s_red, "lofted_dice": fem.solver["lofted_dice"],
                                             "steady": fem.solver["fem"].get("steady", True),
-                                            "unsteady": fem.solver["fem"].get("unsteady")})
+                                            "unsteady": fem.solver["fem"].get("unsteady"),
+                                            "n_tets": fem.solver["fem"].get("n_tets"),
+                                            "mesh_note": fem.solver["fem"].get("mesh_note")})
         if "pinn" in methods:
             out, s, err = timed(lambda: solve_flow(red, FlowConfig(method="pinn"), centres, sigma,
                                                    fem=None if fem is None else fem.field))
@@ -155,10 +158,13 @@ def run_preset(name: str, cache: Path, levels: list[int], ablation: bool = True,
 
 
 def _settled(v: dict) -> str:
-    """'' for a steady CFD, else the note that the row is the mean of pseudo-time states, ΔP range."""
+    """The CFD's mesh (tetrahedra; 'plain' when a jet mesh was over its budget) and, for a flow that
+    did not settle, that the row is the mean of pseudo-time states, with its ΔP range."""
     un = v.get("unsteady")
-    return "" if v.get("steady", True) or not un else (
-        f"; not settled: mean of {un['states']} pseudo-time states, ΔP {un['dp_min_pa']:.0f}–{un['dp_max_pa']:.0f}")
+    mesh = (f"; {v['n_tets']} tets" if v.get("n_tets") else "") + ("; plain mesh (jet mesh over max_tets)"
+                                                                  if v.get("mesh_note") else "")
+    return mesh + ("" if v.get("steady", True) or not un else (
+        f"; not settled: mean of {un['states']} pseudo-time states, ΔP {un['dp_min_pa']:.0f}–{un['dp_max_pa']:.0f}"))
 
 
 def tables(rows: list[dict]) -> list[str]:

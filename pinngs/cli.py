@@ -189,7 +189,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
         resolve_device(args.device)  # one clear error before any work when the device is not there
         cfg = dataclasses.replace(FitConfig(seed=args.seed), **given)
-        fcfg = FlowConfig(n_per_radius=args.cfd_resolution, pinn=PinnConfig(device=args.device))
+        fcfg = FlowConfig(n_per_radius=args.cfd_resolution, max_tets=args.cfd_max_tets or None,
+                          pinn=PinnConfig(device=args.device))
         s = reconstruct(args.study, args.output, cfg, flow=flow, flow_config=fcfg, pa_mmhg=args.pa_mmhg,
                         overwrite=args.overwrite,
                         resume=args.resume, allow_single_view=args.allow_single_view, force_merge=args.force_merge)
@@ -289,10 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow method: pinn = a PINN anchored on 3D CFD of the lumen; fem = the CFD itself; pinn-pure = "
                         "a PINN without CFD; reduced = Poiseuille + Young-Tsai with a quasi-Poiseuille field; none")
     r.add_argument("--no-flow", action="store_true", help="geometry only (the same as --flow none)")
-    r.add_argument("--cfd-resolution", type=_float_in(0.5, 8.0), default=1.5,
-                   help="CFD tetrahedra per local vessel radius (fem and pinn). 1.5 fits the CPU budget; finer meshes "
-                        "resolve the jet after a lesion (3.5 on a 50 %% stenosis: velocity error 0.02 against 0.38, "
-                        "2.5 min against 10 s on 2 cores) but a tight lesion's CFD can then take far longer")
+    r.add_argument("--cfd-resolution", type=_float_in(0.5, 8.0), default=2.0,
+                   help="CFD tetrahedra per local vessel radius (fem and pinn); a lesion's jet core gets 3 per throat "
+                        "radius on top. Finer meshes cost time (a tight lesion's CFD far more)")
+    r.add_argument("--cfd-max-tets", type=_int_in(0), default=18000,
+                   help="a CFD jet mesh of more tetrahedra than this (a tight lesion) is replaced by the plain mesh at "
+                        "1.5 per radius, which fits the 2-core CPU budget; 0 = no limit (a GPU, or time to spare)")
     r.add_argument("--pa-mmhg", type=_float_in(0.0, 300.0), default=93.0,
                    help="mean aortic pressure for FFR (mmHg), > 0 and ≤ 300")
     r.add_argument("--iters", type=_int_in(1, 1_000_000), default=500, help="fit steps, 1..1000000")

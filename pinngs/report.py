@@ -180,8 +180,11 @@ def _flow_lines(f: dict) -> list[str]:
         lines.append(f"- CFD lumen: lofted from the centerline with round sections, Dice {sv['lofted_dice']:.3f} against "
                      "the reconstructed lumen")
     if "fem" in sv:
-        lines.append(f"- CFD: {sv['fem'].get('n_tets', 0)} quadratic tetrahedra, {sv['fem'].get('iterations', 0)} "
-                     f"Newton/Picard iterations, {sv['fem'].get('seconds', 0):.0f} s")
+        jet = sv["fem"].get("jet")
+        mesh = (f"the jet core at {jet[0]:g} per throat radius" if jet else "uniform") + (
+            f" ({sv['fem']['mesh_note']})" if sv["fem"].get("mesh_note") else "")
+        lines.append(f"- CFD: {sv['fem'].get('n_tets', 0)} quadratic tetrahedra, mesh {mesh}, "
+                     f"{sv['fem'].get('iterations', 0)} Newton/Picard iterations, {sv['fem'].get('seconds', 0):.0f} s")
     if (un := sv.get("fem", {}).get("unsteady")):
         lines.append(f"- **The CFD did not settle to a steady flow**: the fields are the mean of its last {un['states']} "
                      f"pseudo-time steps; over them the CFD's ΔP ranged {un['dp_min_pa']:.0f}–{un['dp_max_pa']:.0f} Pa")

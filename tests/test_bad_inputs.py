@@ -157,6 +157,8 @@ CASES = [
     ("pa-nan", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--pa-mmhg", "nan"], ["--pa-mmhg"]),
     ("cfd-res-zero", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--cfd-resolution", "0"],
      ["--cfd-resolution", "> 0.5"]),
+    ("cfd-max-tets-negative", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--cfd-max-tets", "-5"],
+     ["--cfd-max-tets", "≥ 0"]),
     ("flow-unknown", lambda t, g, x: ["reconstruct", str(g), "-o", str(t / "out"), "--flow", "magic"], ["--flow", "magic"]),
     # --- simulate
     ("simulate-out-under-a-file", lambda t, g, x: ["simulate", "tube-biplane", "-o", str(_file(t) / "sub")], ["is a file"]),

@@ -52,3 +52,14 @@ def test_implausible_figures_are_labelled_wherever_they_are_shown():
     e = OnlineEstimate("implausible: FFR -1.518 ...", 58, 3.9, q_mm3_s=900.0, dp_pa=31219.0, dp_mmhg=234.17, ffr=-1.518)
     assert e.line().startswith("[IMPLAUSIBLE]")
     assert not OnlineEstimate("ok", 58, 3.9, q_mm3_s=900.0, dp_pa=300.0, dp_mmhg=2.25, ffr=0.976).line().startswith("[")
+
+
+def test_flow_config_rejects_bad_mesh_settings():
+    from pinngs.flow.estimate import FlowConfig
+
+    for bad, match in ((dict(n_per_radius=0.0), "n_per_radius"), (dict(fallback_n_per_radius=-1.0), "n_per_radius"),
+                       (dict(jet=(3.0, 1.5)), "jet must be"), (dict(jet=(3.0, 0.0, 0.5)), "jet must be"),
+                       (dict(max_tets=10), "max_tets"), (dict(method="lbm"), "flow method")):
+        with pytest.raises(ValueError, match=match):
+            FlowConfig(**bad).validate()
+    FlowConfig(jet=None, max_tets=None).validate()

@@ -327,7 +327,16 @@ class FlowConfig:
     """Settings of ``estimate_flow``: the method, the CFD mesh and the PINN."""
 
     method: FlowMethod = "pinn"
-    n_per_radius: float = 1.5  # CFD tetrahedra per local radius (flow.fem.mesh_lumen; docs/decisions.md, "Flow engine")
+    n_per_radius: float = 2.0  # CFD tetrahedra per local radius (flow.fem.mesh_lumen; docs/decisions.md, "Flow engine")
+    # a lesion's jet meshed finer than the rest (flow.fem._Surface.size_mm): (tetrahedra per throat
+    # radius in the jet core, core radius in throat radii, size growth in mm per mm outside it); None:
+    # the whole cross-section of a lesion's wake at the throat's n_per_radius
+    jet: tuple[float, float, float] | None = (3.0, 1.5, 0.5)
+    # a jet mesh of more tetrahedra than this (a tight lesion, whose jet mesh does not settle within
+    # the CPU budget: docs/decisions.md, "Flow engine: a mesh for the jet") is replaced by the plain
+    # mesh at ``fallback_n_per_radius``; None: no limit
+    max_tets: int | None = 18000
+    fallback_n_per_radius: float = 1.5
     max_iter: int = 200  # CFD Newton/Picard iterations in all, continuation in Q included
     # grad-div stabilisation of the CFD, gamma = c rho U h (flow.fem.solve_tet; docs/decisions.md,
     # "Flow engine: grad-div"); 0 switches it off
@@ -346,8 +355,13 @@ class FlowConfig:
             raise ValueError(f"flow method must be one of {', '.join(FLOW_METHODS)}; got {self.method!r}")
         if self.loft_radius not in ("section", "inscribed"):
             raise ValueError(f"loft_radius must be 'section' or 'inscribed'; got {self.loft_radius!r}")
-        if not self.n_per_radius > 0 or self.max_iter < 1:
+        if not (self.n_per_radius > 0 and self.fallback_n_per_radius > 0) or self.max_iter < 1:
             raise ValueError(f"need n_per_radius > 0 and max_iter >= 1, got {self.n_per_radius}, {self.max_iter}")
+        if self.jet is not None and (len(self.jet) != 3 or not (self.jet[0] > 0 and self.jet[1] > 0 and self.jet[2] > 0)):
+            raise ValueError(f"jet must be None or (tetrahedra per throat radius > 0, core radius > 0, grade > 0); "
+                             f"got {self.jet!r}")
+        if self.max_tets is not None and self.max_tets < 100:
+            raise ValueError(f"max_tets must be None or >= 100, got {self.max_tets}")
         if not self.grad_div >= 0 or self.ptc_steps < 0:
             raise ValueError(f"need grad_div >= 0 and ptc_steps >= 0, got {self.grad_div}, {self.ptc_steps}")
         self.pinn.validate()
@@ -392,7 +406,9 @@ def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None =
     lumen = loft(branches, cfg.loft_smooth_pts)
     solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
     if fem is None and cfg.method in ("fem", "pinn"):
-        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, max_iter=cfg.max_iter,
+        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, jet=cfg.jet, max_tets=cfg.max_tets,
+                                 fallback_n_per_radius=cfg.fallback_n_per_radius,
+                                 max_iter=cfg.max_iter,
                                  grad_div=cfg.grad_div, ptc=cfg.ptc_steps > 0, ptc_iter=cfg.ptc_steps,
                                  allow_unsteady=True))
         fem.info["seconds"] = time.perf_counter() - t0

@@ -14,7 +14,8 @@ the CFD domain (see ``pinngs.simulate.flowfield.tet_fem``).
 
 Mesh. gmsh tetrahedra whose size follows the lumen radius, h = R(x) / ``n_per_radius``, where R
 is the narrowest radius within 6 mm upstream (fine in a stenosis throat and in the jet after it,
-coarser in a wide parent), then made quadratic (``MeshTet2``) with the
+coarser in a wide parent); with ``jet`` (the product's default, ``_Surface.size_mm``) a lesion's
+wake is fine only in a core around the jet and coarsens outward into the recirculation; then made quadratic (``MeshTet2``) with the
 mid-edge nodes of the wall moved onto the exact wall (``_Surface.project``), so that the wall is curved and a
 circular section is represented to O(h³) rather than as a polygon.
 
@@ -337,7 +338,7 @@ class _Surface:
 
     def __init__(self, ph: Lumen, step_mm: float = 0.05, wake_mm: float = 6.0):
         self.segs = []
-        wake = []
+        wake, ref, local = [], [], []
         for b0 in ph.branches:
             b = b0.resampled(step_mm)
             self.segs.append((b.points_mm[:-1], b.points_mm[1:], b.radii_mm[:-1], b.radii_mm[1:]))
@@ -346,7 +347,12 @@ class _Surface:
             r = 0.5 * (b.radii_mm[:-1] + b.radii_mm[1:])
             n = max(1, int(round(wake_mm / step_mm)))
             wake.append(np.array([r[max(0, i - n):i + 1].min() for i in range(len(r))]))
+            # the healthy radius around a point: the widest within ``wake_mm`` either side
+            ref.append(np.array([r[max(0, i - n):i + n + 1].max() for i in range(len(r))]))
+            local.append(r)
         self.R_size = np.concatenate(wake)
+        self.R_local = np.concatenate(local)
+        self.R_ref = np.concatenate(ref)
         from scipy.spatial import cKDTree
 
         self.mid = np.concatenate([0.5 * (a + c) for a, c, _, _ in self.segs])
@@ -368,6 +374,24 @@ class _Surface:
         """[N] the radius that sets the mesh size at x (mm): the narrowest within ``wake_mm`` upstream."""
         _, i = self.tree.query(x)
         return self.R_size[i]
+
+    def size_mm(self, x: np.ndarray, n_per_radius: float, jet: tuple | None = None) -> np.ndarray:
+        """[N] the target tetrahedron size at x (mm).
+
+        Without ``jet``: R_size / n, the narrowest radius within ``wake_mm`` upstream (the whole
+        cross-section of a lesion's wake at the throat's resolution). With ``jet`` = (n_jet, core,
+        grade): the same outside lesions; in a lesion (R_size < 0.9 of the widest radius within
+        ``wake_mm``) a core of ``core`` x R_size around the centerline gets R_size / n_jet, the size
+        growing by ``grade`` mm per mm outside it up to the local radius / n: the jet and its shear
+        layer fine, the slow recirculation beside it coarse."""
+        d, i = self.tree.query(x)
+        if jet is None:
+            return self.R_size[i] / n_per_radius
+        n_jet, core, grade = jet
+        lesion = self.R_size[i] < 0.9 * self.R_ref[i]
+        h = np.where(lesion, self.R_local[i], self.R_size[i]) / n_per_radius
+        h_jet = self.R_size[i] / n_jet + grade * np.maximum(d - core * self.R_size[i], 0.0)
+        return np.where(lesion, np.minimum(h, h_jet), h)
 
     def project(self, x: np.ndarray, k: int = 24) -> np.ndarray:
         """[N, 3] points moved onto the lumen's wall: in each branch onto the section through the
@@ -403,11 +427,12 @@ class TetMesh:
     caps: list[Cap]
     h_mm: dict  # {"n_per_radius", "min", "max"}
     seconds: float
-    vertex_size_radius_mm: np.ndarray  # [V] the radius that set the mesh size at each vertex (mm)
+    vertex_size_radius_mm: np.ndarray  # [V] the narrowest radius upstream of each vertex (mm; sets the jet speed)
+    vertex_h_mm: np.ndarray  # [V] the target tetrahedron size at each vertex (mm)
 
 
 def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, curved: bool = True,
-               optimize: bool = True, wake_mm: float = 6.0) -> TetMesh:
+               optimize: bool = True, wake_mm: float = 6.0, jet: tuple | None = None) -> TetMesh:
     """Tetrahedral mesh of the phantom's lumen, sized h = R(x)/n_per_radius (see the module doc)."""
     import gmsh
     from skfem import MeshTet1, MeshTet2
@@ -430,7 +455,7 @@ def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, 
         # called it 2.7 M times (47 s) for a 16 mm stenosis of 2400 tetrahedra
         gmsh.option.setNumber("Mesh.LcIntegrationPrecision", 1e-3)
         gmsh.model.mesh.setSizeCallback(
-            lambda dim, tag, x, y, z, lc: float(surf.size_radius(np.array([[x, y, z]]))[0] / n_per_radius))
+            lambda dim, tag, x, y, z, lc: float(surf.size_mm(np.array([[x, y, z]]), n_per_radius, jet)[0]))
         gmsh.model.mesh.generate(3)
         if optimize:
             gmsh.model.mesh.optimize("Netgen")
@@ -472,8 +497,9 @@ def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, 
         doflocs[:, ed] = surf.project(doflocs[:, ed].T).T
         m2 = MeshTet2(doflocs=doflocs, t=m1.t)
     r = surf.size_radius(m1.p.T)
-    return TetMesh(m2, caps, {"n_per_radius": n_per_radius, "min": float(r.min() / n_per_radius),
-                              "max": float(r.max() / n_per_radius)}, time.perf_counter() - t0, r)
+    h = surf.size_mm(m1.p.T, n_per_radius, jet)
+    return TetMesh(m2, caps, {"n_per_radius": n_per_radius, "jet": jet, "min": float(h.min()), "max": float(h.max()),
+                              "r_min": float(r.min())}, time.perf_counter() - t0, r, h)
 
 
 def _classify_caps(mesh, caps: list[Cap], tol: float = 1e-6) -> dict[str, np.ndarray]:
@@ -720,20 +746,42 @@ def _linear_finder(m1):
 def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float = RHO_BLOOD, mu: float = MU_BLOOD,
               tol: float = 1e-7, max_iter: int = 80, newton_switch: float = 0.1, curved: bool = True,
               mesh: TetMesh | None = None, ramp: tuple[float, float, float] = (0.25, 0.25, 0.01),
-              wake_mm: float = 6.0, grad_div: float = 0.0, ptc: bool = True, ptc_iter: int = 60,
+              wake_mm: float = 6.0, jet: tuple | None = None, max_tets: int | None = None,
+              fallback_n_per_radius: float | None = None, grad_div: float = 0.0,
+              ptc: bool = True, ptc_iter: int = 60,
               allow_unsteady: bool = False, verbose: bool = False) -> TetFlow:
     """Steady Navier-Stokes in the phantom's lumen on tetrahedra (see the module doc).
 
     Newton at Q from the Stokes solution first. If that does not converge within 8 iterations, the
     flow rate is continued adaptively: ``ramp`` = (first fraction of Q, first step, smallest step);
     a step that fails is halved, one that converges grows by 1.5x. Raises RuntimeError if it does not
-    converge in ``max_iter`` iterations in all."""
+    converge in ``max_iter`` iterations in all.
+
+    ``jet`` (see ``_Surface.size_mm``) meshes a lesion's jet finer than its recirculation; a jet mesh
+    of more than ``max_tets`` tetrahedra (a tight lesion on a CPU budget) is replaced by the plain
+    one at ``fallback_n_per_radius`` (default ``n_per_radius``), said in ``info["mesh_note"]``."""
     from skfem import Basis, ElementTetP1, ElementTetP2, ElementVector, asm, condense, solve
 
     if q_mm3_s <= 0:
         raise ValueError(f"q_mm3_s must be > 0, got {q_mm3_s}")
     t0 = time.perf_counter()
-    tm = mesh or mesh_lumen(ph, n_per_radius=n_per_radius, curved=curved, wake_mm=wake_mm)
+    mesh_note = None
+
+    def meshed(n: float, jet_: tuple | None) -> TetMesh:
+        try:
+            return mesh_lumen(ph, n_per_radius=n, curved=curved, wake_mm=wake_mm, jet=jet_)
+        except RuntimeError as e:  # gmsh left a sliver at this size: once more at a slightly other one
+            if "degenerate" not in str(e):
+                raise
+            return mesh_lumen(ph, n_per_radius=1.07 * n, curved=curved, wake_mm=wake_mm, jet=jet_)
+
+    tm = mesh or meshed(n_per_radius, jet)
+    if mesh is None and jet is not None and max_tets is not None and tm.mesh.t.shape[1] > max_tets:
+        # the jet mesh is past the budget (a tight lesion): the plain mesh, said in info["mesh_note"]
+        n_plain = fallback_n_per_radius or n_per_radius
+        mesh_note = (f"jet mesh {tm.mesh.t.shape[1]} tetrahedra > max_tets {max_tets}: plain mesh "
+                     f"({n_plain:g} per radius, the wake at the throat's size)")
+        tm = meshed(n_plain, None)
     m = tm.mesh
     facets = _classify_caps(m, tm.caps)
     named = np.concatenate(list(facets.values()))
@@ -745,12 +793,13 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
     A = asm(viscous, ub)
     if grad_div > 0:
         # grad-div stabilisation gamma (div u, div v), gamma = c rho U h per element with the mesh's
-        # own size radius R: U = Q / (pi R^2), h = R / n_per_radius (consistent: div u = 0 exactly)
+        # own size radius R and size h: U = Q / (pi R^2) (consistent: div u = 0 exactly)
         from skfem import BilinearForm
         from skfem.helpers import div
 
         r_size = tm.vertex_size_radius_mm[m.t].mean(axis=0)  # [E]
-        gamma = grad_div * rho * q_mm3_s / (math.pi * r_size * tm.h_mm["n_per_radius"])
+        h_e = tm.vertex_h_mm[m.t].mean(axis=0)  # [E]
+        gamma = grad_div * rho * q_mm3_s / (math.pi * r_size ** 2) * h_e
         A = A + asm(BilinearForm(lambda u, v, w: w.gamma * div(u) * div(v)), ub,
                     gamma=np.repeat(gamma[:, None], ub.X.shape[1], axis=1))
     B = asm(divergence, ub, pb)
@@ -770,9 +819,11 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
     u_bc[wall.all()] = 0.0
     x_bc = np.concatenate([u_bc, np.zeros(npr)])
 
+    lin = sparse_solver()
+
     def linear_solve(Kuu, rhs_u):
         K = sp.bmat([[Kuu, B.T], [B, None]], format="csr")
-        return solve(*condense(K, np.concatenate([rhs_u, np.zeros(npr)]), x=x_bc, D=D), solver=sparse_solver())
+        return solve(*condense(K, np.concatenate([rhs_u, np.zeros(npr)]), x=x_bc, D=D), solver=lin)
 
     t_asm = time.perf_counter()
     x = linear_solve(A, np.zeros(nu))  # Stokes at Q
@@ -820,7 +871,7 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
         # short step changes it little
         u, xk = x0[:nu] / frac0, x0
         # time scale: a cell crossed at the narrowest section's mean velocity (h_min = R_min / n)
-        r_min = tm.h_mm["min"] * tm.h_mm["n_per_radius"]
+        r_min = tm.h_mm["r_min"]
         dt = tm.h_mm["min"] / (q_mm3_s / (math.pi * r_min ** 2))
         prev, limit[0], tries = None, it + ptc_iter, 0
         while it < limit[0]:
@@ -901,7 +952,7 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
             "seconds": time.perf_counter() - t0, "mesh_seconds": tm.seconds, "stokes_solve_seconds": t_stokes,
             "re_inlet": re_in, "h_mm": tm.h_mm, "facets": facets, "curved_wall": curved,
             "curved_cells": np.unique(m.f2t[:, facets["wall"]][0]), "steady": unsteady is None,
-            "unsteady": unsteady, "grad_div": grad_div}
+            "unsteady": unsteady, "grad_div": grad_div, "jet": tm.h_mm["jet"], "mesh_note": mesh_note}
     return TetFlow(m, ub, pb, x[:nu].copy(), x[nu:].copy(), tm.caps, float(q_mm3_s), rho, mu, info)
 
 
@@ -913,7 +964,7 @@ class FemField:
         self.flow = flow
         self.info = {k: v for k, v in flow.info.items() if k in ("iterations", "n_tets", "n_dofs", "seconds",
                                                                   "mesh_seconds", "re_inlet", "h_mm", "steady",
-                                                                  "unsteady", "grad_div")}
+                                                                  "unsteady", "grad_div", "jet", "mesh_note")}
         self.info["outlet_flows_mm3_s"] = [float(x) for x in flow.outlet_flows_mm3_s]
         self.info["dp_caps_pa"] = float(flow.dp_pa)
 
