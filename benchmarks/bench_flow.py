@@ -157,7 +157,7 @@ def run_preset(name: str, cache: Path, levels: list[int], ablation: bool = True,
     return row
 
 
-def _settled(v: dict) -> str:
+def _cfd_note(v: dict) -> str:
     """The CFD's mesh (tetrahedra; 'plain' when a jet mesh was over its budget) and, for a flow that
     did not settle, that the row is the mean of pseudo-time states, with its ΔP range."""
     un = v.get("unsteady")
@@ -181,7 +181,7 @@ def tables(rows: list[dict]) -> list[str]:
                 l1.append([r["preset"], "fem vs truth", fmt(v["velocity_rel_l2"]),
                            f"{v['dp_pa']:.1f} ({v['dp_ref_pa']:.1f})",
                            fmt(v["dp_error_percent"], "{:+.1f}", lambda x: abs(x) > 2),
-                           fmt(v.get("wss_rel_l2")), "–", f"Dice {v['lofted_dice']:.3f}{_settled(v)}",
+                           fmt(v.get("wss_rel_l2")), "–", f"Dice {v['lofted_dice']:.3f}{_cfd_note(v)}",
                            fmt(v["seconds"], "{:.0f}")])
             else:
                 tv, tdp = (0.05, 5) if m == "pinn" else (0.10, 10)
@@ -195,7 +195,7 @@ def tables(rows: list[dict]) -> list[str]:
             if "error" in v and v.get("error"):
                 l2.append([r["preset"], m, f"failed: {v['error'][:90]}"] + [""] * 5)
                 continue
-            l2.append([r["preset"], m + _settled(v), fmt(v["q_error_percent"], "{:+.1f}", lambda x: abs(x) > L2["q_error_percent"]),
+            l2.append([r["preset"], m + _cfd_note(v), fmt(v["q_error_percent"], "{:+.1f}", lambda x: abs(x) > L2["q_error_percent"]),
                        fmt(v["velocity_rel_l2"], "{:.3f}", lambda x: x > L2["velocity_rel_l2"]),
                        f"{v['dp_pa']:.1f} ({v['dp_ref_pa']:.1f})",
                        fmt(v["dp_error_percent"], "{:+.1f}", lambda x: lesion and abs(x) > L2["dp_error_percent"]),

@@ -356,8 +356,9 @@ class FlowConfig:
         if self.loft_radius not in ("section", "inscribed"):
             raise ValueError(f"loft_radius must be 'section' or 'inscribed'; got {self.loft_radius!r}")
         if not (self.n_per_radius > 0 and self.fallback_n_per_radius > 0) or self.max_iter < 1:
-            raise ValueError(f"need n_per_radius > 0 and max_iter >= 1, got {self.n_per_radius}, {self.max_iter}")
-        if self.jet is not None and (len(self.jet) != 3 or not (self.jet[0] > 0 and self.jet[1] > 0 and self.jet[2] > 0)):
+            raise ValueError(f"need n_per_radius > 0, fallback_n_per_radius > 0 and max_iter >= 1, got "
+                             f"{self.n_per_radius}, {self.fallback_n_per_radius}, {self.max_iter}")
+        if self.jet is not None and (len(self.jet) != 3 or not min(self.jet) > 0):
             raise ValueError(f"jet must be None or (tetrahedra per throat radius > 0, core radius > 0, grade > 0); "
                              f"got {self.jet!r}")
         if self.max_tets is not None and self.max_tets < 100:
@@ -406,10 +407,9 @@ def solve_flow(base: LumenFlow, cfg: FlowConfig, centres_mm: np.ndarray | None =
     lumen = loft(branches, cfg.loft_smooth_pts)
     solver: dict = {"lofted_dice": lofted_dice(lumen, base.domain)}
     if fem is None and cfg.method in ("fem", "pinn"):
-        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, jet=cfg.jet, max_tets=cfg.max_tets,
-                                 fallback_n_per_radius=cfg.fallback_n_per_radius,
-                                 max_iter=cfg.max_iter,
-                                 grad_div=cfg.grad_div, ptc=cfg.ptc_steps > 0, ptc_iter=cfg.ptc_steps,
+        fem = FemField(solve_tet(lumen, base.q_mm3_s[0], n_per_radius=cfg.n_per_radius, jet=cfg.jet,
+                                 max_tets=cfg.max_tets, fallback_n_per_radius=cfg.fallback_n_per_radius,
+                                 max_iter=cfg.max_iter, grad_div=cfg.grad_div, ptc=cfg.ptc_steps > 0, ptc_iter=cfg.ptc_steps,
                                  allow_unsteady=True))
         fem.info["seconds"] = time.perf_counter() - t0
     if fem is not None:

@@ -40,6 +40,12 @@ from ..units import RHO_BLOOD_G_MM3 as RHO_BLOOD
 
 
 JUNCTION_SPHERE = 1.03
+
+
+class DegenerateMeshError(RuntimeError):
+    """gmsh left near-flat tetrahedra at this mesh size (``mesh_lumen``); another size usually does not."""
+
+
 # a sample point may lie this far outside its cell (barycentric): the quadratic wall between its
 # nodes is within O(h³) of the true surface, and a point in that sliver is evaluated in its cell
 OUTSIDE_TOL = 0.05
@@ -481,7 +487,7 @@ def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, 
     t[[1, 2]] = np.where(v < 0, t[[2, 1]], t[[1, 2]])
     h_min = float(surf.size_radius(p.T).min() / n_per_radius)
     if np.abs(v).min() < 1e-4 * h_min ** 3:
-        raise RuntimeError(
+        raise DegenerateMeshError(
             f"gmsh left {(np.abs(v) < 1e-4 * h_min ** 3).sum()} degenerate tetrahedra in the mesh of {ph.name} "
             f"(n_per_radius={n_per_radius}); try another n_per_radius")
     m1 = MeshTet1(p, t)
@@ -770,9 +776,7 @@ def solve_tet(ph: Lumen, q_mm3_s: float, n_per_radius: float = 3.0, rho: float =
     def meshed(n: float, jet_: tuple | None) -> TetMesh:
         try:
             return mesh_lumen(ph, n_per_radius=n, curved=curved, wake_mm=wake_mm, jet=jet_)
-        except RuntimeError as e:  # gmsh left a sliver at this size: once more at a slightly other one
-            if "degenerate" not in str(e):
-                raise
+        except DegenerateMeshError:  # gmsh left a sliver at this size: once more at a slightly other one
             return mesh_lumen(ph, n_per_radius=1.07 * n, curved=curved, wake_mm=wake_mm, jet=jet_)
 
     tm = mesh or meshed(n_per_radius, jet)
