@@ -126,6 +126,10 @@ def test_bad_input():
         solve_tet(ph, -1.0)
     with pytest.raises(ValueError, match="n_per_radius"):
         mesh_lumen(ph, n_per_radius=0)
+    with pytest.raises(ValueError, match="jet must be"):
+        mesh_lumen(ph, n_per_radius=1.5, jet=(3.0, -1.0, 0.5))
+    with pytest.raises(ValueError, match="jet must be"):
+        solve_tet(ph, 100.0, jet=(3.0, 1.5))
 
 
 def test_section_radii_are_the_wall_distance_unmoved_by_bumps_and_a_fin():

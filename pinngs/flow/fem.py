@@ -445,6 +445,9 @@ def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, 
 
     if n_per_radius <= 0:
         raise ValueError(f"n_per_radius must be > 0, got {n_per_radius}")
+    if jet is not None and (len(jet) != 3 or not min(jet) > 0):
+        raise ValueError(f"jet must be None or (tetrahedra per throat radius, core radius in throat radii, grade in "
+                         f"mm per mm), all > 0; got {jet!r}")
     t0 = time.perf_counter()
     surf = _Surface(ph, wake_mm=wake_mm)
     own = not gmsh.isInitialized()
