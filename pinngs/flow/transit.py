@@ -64,9 +64,14 @@ class Curves:
 def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacing_mm: float) -> list[np.ndarray]:
     """Cross-section area (mm²) at every centerline point, [P] per branch, from a lumen occupancy.
 
-    Each lumen voxel (weighted by its occupancy fraction) goes to its nearest centerline point if it
-    lies within half a point spacing of that point's normal plane; the area is the collected volume
-    over the point spacing. This is the area the flow sees, unlike π R² with the inscribed-sphere
+    Each lumen voxel (weighted by its occupancy fraction) goes to its nearest centerline point, and
+    the area is the collected volume over the point spacing: along a smooth centerline the points'
+    nearest-point cells are slabs normal to it, and the areas integrate to the lumen's volume. Only a
+    branch's first and last points keep a voxel no more than half a point spacing from their normal
+    plane, so that the end caps beyond them are not collected. (An earlier rule held every point to
+    that half slab: on a reconstructed real vessel, whose centerline wiggles, the tangents tilted the
+    slabs and left voxels in no slab; AneuRisk C0015's areas came out 15 % low. docs/decisions.md,
+    "Section areas".) This is the area the flow sees, unlike π R² with the inscribed-sphere
     radius, which underestimates it wherever the section is not a circle (2-view reconstructions
     tend to round squares). That underestimate is a floor, though: a plane through the centre of the
     maximum inscribed sphere cuts its great disk, so the area is never below π R². Where the voxels
@@ -81,18 +86,20 @@ def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacin
     idx = np.argwhere(vol > 0)
     w = vol[tuple(idx.T)].astype(float)
     xyz = np.asarray(origin_mm, float) + spacing_mm * idx
-    pts, tans, steps, owner = [], [], [], []
-    for bi, b in enumerate(branches):
+    pts, tans, steps, ends = [], [], [], []
+    for b in branches:
         b = np.asarray(b, float)
         s = arc_length(b[:, :3])
         t = np.gradient(b[:, :3], axis=0)
         t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
         ds = np.gradient(s) if len(s) > 1 else np.ones(1)
-        pts.append(b[:, :3]); tans.append(t); steps.append(np.maximum(ds, 1e-6)); owner.append(np.full(len(b), bi))
-    P, T, DS = np.concatenate(pts), np.concatenate(tans), np.concatenate(steps)
+        e = np.zeros(len(b), bool)
+        e[[0, -1]] = True
+        pts.append(b[:, :3]); tans.append(t); steps.append(np.maximum(ds, 1e-6)); ends.append(e)
+    P, T, DS, END = np.concatenate(pts), np.concatenate(tans), np.concatenate(steps), np.concatenate(ends)
     _, k = cKDTree(P).query(xyz)
     off = np.abs(((xyz - P[k]) * T[k]).sum(1))
-    ok = off <= 0.5 * DS[k] + 1e-9  # beyond a branch end (the caps) nothing is collected
+    ok = ~END[k] | (off <= 0.5 * DS[k] + 1e-9)  # beyond a branch end (the caps) nothing is collected
     area = np.bincount(k[ok], weights=w[ok], minlength=len(P)) * spacing_mm ** 3 / DS
     # a slab one point spacing thick holds few voxel layers (aliasing from point to point; see
     # docs/decisions.md, "Section areas"): smooth along the branch over σ = 2 voxels
