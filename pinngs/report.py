@@ -16,7 +16,7 @@ OUT receives (all in world mm, DESIGN.md frames):
                          FLOW_GRID_MM grid, origin_mm, spacing_mm, method (when flow was estimated)
     flow_volume.vtu      velocity_mm_s, pressure_pa on the CFD mesh (or the lumen's grid points)
     wall.vtu             the lumen surface with wss_pa (wall shear stress) and pressure_pa
-    summary.json         stenosis grading, Murray deviation, the flow estimate ("flow": Q, ΔP, FFR,
+    summary.json         stenosis grading (and flattened sections, not lesions), Murray deviation, the flow estimate ("flow": Q, ΔP, FFR,
                          per lesion ΔP and FFR, or why there is none), fit statistics, timings
     report.md, report.png
 
@@ -38,6 +38,8 @@ from .analysis.centerline import extract_centerline
 from .analysis.stenosis import grade_stenosis, murray_deviation
 from .analysis.surface import mask_to_mesh
 from .flow.estimate import LumenFlow
+from .flow.lesions import confirm_by_area
+from .flow.transit import section_areas
 from .io.atomic import atomic_file, failpoint
 from .io.exports import write_centerline_csv, write_gaussians_npz, write_lumen_npz, write_mesh, write_ply
 from .io.study import Study
@@ -80,6 +82,10 @@ def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: l
     if branches is None:
         branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
     write_centerline_csv(out / "centerline.csv", branches)
+    # lesions graded by the inscribed sphere and confirmed by the section areas; a flattened section
+    # whose area is kept is listed apart (flow.lesions.confirm_by_area)
+    lesions, flattened = confirm_by_area(grade_stenosis(branches), branches,
+                                         section_areas(branches, res.occupancy, res.origin_mm, res.spacing_mm))
     summary = {
         "format": "pinngs-reconstruction", "version": 1, "study": study_label, "warnings": list(warnings),
         "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
@@ -88,7 +94,7 @@ def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: l
         "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
                     "watertight": bool(mesh.is_watertight), "area_mm2": float(mesh.area)},
         "centerline": {"branches": len(branches), "points": int(sum(len(b) for b in branches))},
-        "stenosis": grade_stenosis(branches), "murray": murray_deviation(branches),
+        "stenosis": lesions, "flattened_sections": flattened, "murray": murray_deviation(branches),
         "flow": flow_section(flow, flow_note, study, res.info.get("data_rel_l2", float("nan")), pa_mmhg),
         "fit": res.info, "seconds_total": time.perf_counter() - t0,
     } | (extra or {})
@@ -319,13 +325,19 @@ def _report(tmp: Path, res, branches: list[np.ndarray], summary: dict, flow: Lum
              f"- Wall time: {summary['seconds_total']:.1f} s (fit {summary['fit']['seconds_fit']:.1f} s)", "",
              "## Stenoses", ""]
     if summary.get("stenosis"):
-        lines += ["| # | % diameter | location (mm from inlet) | length (mm) | min diameter (mm) | reference (mm) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| # | % diameter | % diameter by area | location (mm from inlet) | length (mm) | min diameter (mm) | "
+                  "reference (mm) |", "|---|---|---|---|---|---|---|"]
         for k, les in enumerate(summary["stenosis"]):
-            lines.append(f"| {k} | {les['percent_diameter_stenosis']:.1f} | {les['arc_from_inlet_mm']:.1f} | {les['length_mm']:.1f} | "
-                         f"{les['d_min_mm']:.2f} | {les['d_ref_mm']:.2f} |")
+            lines.append(f"| {k} | {les['percent_diameter_stenosis']:.1f} | "
+                         f"{les.get('percent_equivalent_diameter_stenosis', float('nan')):.1f} | {les['arc_from_inlet_mm']:.1f} | "
+                         f"{les['length_mm']:.1f} | {les['d_min_mm']:.2f} | {les['d_ref_mm']:.2f} |")
     else:
         lines.append("none found")
+    if summary.get("flattened_sections"):
+        lines += ["", "Flattened, not narrowed (the inscribed sphere shrinks, the section area does not; not lesions): "
+                  + "; ".join(f"{x['percent_diameter_stenosis']:.0f} % by the inscribed diameter, "
+                              f"{x['percent_equivalent_diameter_stenosis']:.0f} % by area at {x['arc_from_inlet_mm']:.1f} mm"
+                              for x in summary["flattened_sections"])]
     if summary.get("murray"):
         lines += ["", "## Bifurcations (Murray's law)", ""]
         for k, b in enumerate(summary["murray"]):

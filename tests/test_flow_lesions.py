@@ -69,3 +69,32 @@ def test_a_flattened_section_with_its_area_intact_has_no_jet():
     # no reference window (a lesion spanning the branch): NaN, not a guess
     wide = dict(les, start_arc_mm=0.0, end_arc_mm=40.0)
     assert math.isnan(equivalent_stenosis_percent(br, real, wide))
+
+
+def test_a_flattened_section_is_reported_apart_not_as_a_lesion():
+    """confirm_by_area: a dip of the inscribed radius whose section area stays (a reconstruction's
+    flattened round vessel) is no lesion; a dip of both is; without healthy windows (NaN) the
+    inscribed grade stands."""
+    from pinngs.analysis.stenosis import grade_stenosis
+    from pinngs.flow.lesions import confirm_by_area
+
+    s = np.linspace(0, 40, 401)
+    dip = 1.5 * (1 - 0.35 * np.exp(-((s - 20) / 1.5) ** 2))  # a 35 % dip of the inscribed radius at 20 mm
+    br = np.column_stack([np.zeros_like(s), np.zeros_like(s), s, dip])
+    graded = grade_stenosis([br])
+    assert len(graded) == 1 and graded[0]["percent_diameter_stenosis"] == pytest.approx(35, abs=1.5)
+
+    flat_area = np.full_like(s, math.pi * 1.5 ** 2)  # flattened: the area of the round 1.5 mm section
+    kept, flat = confirm_by_area(grade_stenosis([br]), [br], [flat_area])
+    assert kept == [] and len(flat) == 1 and flat[0]["percent_equivalent_diameter_stenosis"] < 5
+
+    narrowed = math.pi * dip ** 2  # a real narrowing: the area goes with the radius
+    kept, flat = confirm_by_area(grade_stenosis([br]), [br], [narrowed])
+    assert flat == [] and len(kept) == 1
+    assert kept[0]["percent_equivalent_diameter_stenosis"] == pytest.approx(kept[0]["percent_diameter_stenosis"], abs=3)
+
+    les = dict(graded[0], start_arc_mm=-5.0, end_arc_mm=45.0)  # no healthy window beside it: NaN, kept
+    kept, flat = confirm_by_area([les], [br], [flat_area])
+    assert len(kept) == 1 and math.isnan(kept[0]["percent_equivalent_diameter_stenosis"])
+    with pytest.raises(ValueError, match="min_percent"):
+        confirm_by_area(graded, [br], [flat_area], min_percent=120)

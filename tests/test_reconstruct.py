@@ -87,6 +87,10 @@ def test_no_flow_writes_the_geometry_only(tube_cine, tmp_path):
     save_study(study, tmp_path / "study")
     s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=20), flow="none", progress=False)
     assert s["flow"]["method"] is None and "not requested" in s["flow"]["status"]
+    # every graded narrowing carries its grade by area; one that the area does not confirm is listed apart
+    assert isinstance(s["flattened_sections"], list)
+    for x in s["stenosis"] + s["flattened_sections"]:
+        assert "percent_equivalent_diameter_stenosis" in x
     assert not (tmp_path / "out" / "flow.npz").exists()
     assert "No flow estimate" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(rc.ReconstructError, match="flow must be one of"):

@@ -44,7 +44,7 @@ from ..io.study import Study
 from ..pinn.field import FlowPINN, PinnConfig, scales_from
 from ..polyline import arc_length, disc_points, tangents
 from ..units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG
-from .lesions import YT_MIN_PERCENT, equivalent_stenosis_percent, lesion_dp, lesion_jet_weight
+from .lesions import YT_MIN_PERCENT, confirm_by_area, lesion_dp, lesion_jet_weight
 from .network import DAUGHTER_SPLIT, Daughters, Domain, check_daughters, poiseuille_guess, split_flows
 from .reduced import ffr
 from .transit import TransitFit, fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
@@ -254,10 +254,9 @@ def flow_on_lumen(study: Study, occ: np.ndarray, origin_mm, spacing_mm: float,
                                                           inlet_hint_mm=np.asarray(branches[0])[-1, :3]))
         areas = section_areas(branches, occ, origin_mm, spacing_mm)
         curves = time_intensity_curves(study, branches, areas_mm2=areas)
-    lesions = grade_stenosis(branches)
-    for x in lesions:  # the grade by section areas gates the jet (lesion_jet_weight)
-        x["percent_equivalent_diameter_stenosis"] = equivalent_stenosis_percent(branches[x["branch"]],
-                                                                                areas[x["branch"]], x)
+    # the grade by section areas gates the jet (lesion_jet_weight); a flattened section with its area
+    # kept is no lesion (confirm_by_area)
+    lesions, _ = confirm_by_area(grade_stenosis(branches), branches, areas)
     parents, _ = branch_topology(branches)
     # Q timed upstream of the narrowings with a jet, blended with Q timed on the whole vessel by the
     # largest weight (flow.lesions)

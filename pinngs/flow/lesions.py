@@ -54,6 +54,32 @@ def equivalent_stenosis_percent(branch: np.ndarray, area_mm2: np.ndarray, lesion
     return float(100.0 * (1.0 - d[core].min() / np.median(d[ref])))
 
 
+LESION_MIN_PERCENT = 20.0  # % diameter: grade_stenosis's min_percent; both grades must reach it
+
+
+def confirm_by_area(lesions: list[dict], branches: list, areas_mm2: list,
+                    min_percent: float = LESION_MIN_PERCENT) -> tuple[list[dict], list[dict]]:
+    """(lesions, flattened): the graded narrowings (``grade_stenosis`` dicts) split by their section areas.
+
+    Each dict gets ``percent_equivalent_diameter_stenosis`` (``equivalent_stenosis_percent`` on
+    ``areas_mm2[branch]``, [P] mm² per branch). A narrowing is a lesion when that grade also reaches
+    ``min_percent`` (or is NaN: no healthy window to compare with, so nothing contradicts the
+    inscribed sphere). Otherwise the section is flattened with its area kept, as a reconstruction
+    from few views leaves a round vessel in places: the inscribed sphere shrinks, the flow does not
+    see a narrowing, and it is reported apart, not as a lesion (AneuRisk C0015 seed 0: inscribed 24.9 %,
+    by area 11.2 %, the true lumen has none; docs/decisions.md, "Stenosis grading: flattened sections").
+    """
+    if not 0 <= min_percent <= 100:
+        raise ValueError(f"confirm_by_area: min_percent must be in [0, 100], got {min_percent}")
+    kept, flat = [], []
+    for x in lesions:
+        b = int(x["branch"])
+        x["percent_equivalent_diameter_stenosis"] = equivalent_stenosis_percent(branches[b], areas_mm2[b], x)
+        q = x["percent_equivalent_diameter_stenosis"]
+        (flat if math.isfinite(q) and q < min_percent else kept).append(x)
+    return kept, flat
+
+
 def lesion_jet_weight(lesion: dict) -> float:
     """``jet_weight`` of a graded lesion by the milder of its two grades: the inscribed sphere's
     (percent_diameter_stenosis) and the section areas' (percent_equivalent_diameter_stenosis, set by
