@@ -180,7 +180,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from .reconstruct import ReconstructError, reconstruct
 
     given = {"iters": args.iters, "checkpoint_every": args.checkpoint_every, "threads": _threads(args),
-             "device": args.device}
+             "device": args.device, "lumen_level": args.lumen_level}
     flow = "none" if args.no_flow else args.flow
     try:
         from .backend import resolve_device
@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean aortic pressure for FFR (mmHg), > 0 and ≤ 300")
     r.add_argument("--iters", type=_int_in(1, 1_000_000), default=500, help="fit steps, 1..1000000")
     r.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the fit (≥ 0)")
+    r.add_argument("--lumen-level", choices=("auto", "projected", "density"), default="auto",
+                   help="the filled lumen's attenuation, which sets the lumen volume: read from the projections across "
+                        "the vessel (projected), or the fitted field's density (density); auto: projected when no two "
+                        "views are 60° or more apart (close views stretch the field in depth)")
     r.add_argument("--threads", type=_int_in(0), default=0,
                    help="CPU threads for the fit, capped at the cores (0: every core; 1 is faster on a busy machine)")
     r.add_argument("--checkpoint-every", type=_int_in(1), default=50, help="fit steps between checkpoints, ≥ 1")

@@ -42,6 +42,7 @@ from .flow.lesions import confirm_by_area
 from .flow.transit import section_areas
 from .io.atomic import atomic_file, failpoint
 from .io.exports import write_centerline_csv, write_gaussians_npz, write_lumen_npz, write_mesh, write_ply
+from .geometry import view_separation_deg
 from .io.study import Study
 from .polyline import plane_basis, tangents
 from .render import nuisance_fit, render_views
@@ -89,6 +90,7 @@ def write_outputs(out: Path, res, study: Study, study_label: str, *, branches: l
     summary = {
         "format": "pinngs-reconstruction", "version": 1, "study": study_label, "warnings": list(warnings),
         "study_meta": study.meta, "mode": study.mode, "n_views": len(study.views), "n_frames": len(study.frames),
+        "view_separation_deg": view_separation_deg(study.views),
         "n_gaussians": len(res.field), "lumen_level_per_mm": res.lumen_level,
         "lumen_volume_mm3": float((res.occupancy > 0.5).sum() * res.spacing_mm ** 3),
         "surface": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
@@ -317,10 +319,13 @@ def _report(tmp: Path, res, branches: list[np.ndarray], summary: dict, flow: Lum
     plt.close(fig)
     lines = [f"**Warning: {w}.**" for w in summary.get("warnings", [])] + ([""] if summary.get("warnings") else [])
     lines += [f"# pinngs reconstruction: {summary['study']}", "",
+             f"- Views: {summary['n_views']} ({summary['mode']}), at most {summary['view_separation_deg']:.0f}° apart",
              f"- Targets: {summary['fit']['targets']['kind']} ({summary['fit']['n_targets']} images)",
              f"- Gaussians: {summary['n_gaussians']} (from {summary['fit']['n_init']} at initialisation)",
              f"- Data misfit (relative L2 over all targets): {summary['fit']['data_rel_l2']:.4f}",
-             f"- Lumen level μ_c: {summary['lumen_level_per_mm']:.4f} mm⁻¹; lumen volume {summary['lumen_volume_mm3']:.1f} mm³",
+             f"- Lumen level μ_c: {summary['lumen_level_per_mm']:.4f} mm⁻¹ (from the "
+             f"{'projections' if summary['fit'].get('lumen_level_rule') == 'projected' else 'field density'}); "
+             f"lumen volume {summary['lumen_volume_mm3']:.1f} mm³",
              f"- Surface: {summary['surface']['faces']} faces, watertight = {summary['surface']['watertight']}",
              f"- Wall time: {summary['seconds_total']:.1f} s (fit {summary['fit']['seconds_fit']:.1f} s)", "",
              "## Stenoses", ""]

@@ -224,6 +224,11 @@ def test_ghost_stubs_are_dropped_and_the_vessel_joined_to_its_outlet():
     g = _segment([4, 0, 37.5], [4, 2.5, 37.5], 0.9, 0.25)
     tree = prune_stubs([main, d1a, d1b, g, d2])
     assert len(tree) == 3 and max(_arc(b[:, :3])[-1] for b in tree[1:]) == pytest.approx(_arc(d1[:, :3])[-1], abs=0.01)
+    # a stub at the root: branch 0 is 1.1 mm long and the vessel starts where it starts (the tube of
+    # the reconstruct tests, traced from a junction one voxel inside its inlet); the vessel is branch 0
+    spur = _segment([0, 0, 0], [0, 1.1, 0], 1.0, 0.5)
+    out = prune_stubs([spur, main])
+    assert len(out) == 1 and np.allclose(out[0][-1, :3], [0, 0, 30])
     with pytest.raises(ValueError, match="stub_radii"):
         prune_stubs([main, d1, d2], radii=0.0)
 

@@ -279,3 +279,72 @@ def test_the_batch_fit_uses_the_round_vessel_prior_on_sparse_views(monkeypatch):
                 [Frame(fr.image, k, fr.t_s) for k, fr in enumerate(st.frames)], "rotational", "line_integral")
     fit_study(rot, FitConfig(iters=1), progress=False)
     assert seen[-1] == 0.0
+
+
+def _tube_field(stretch_y: float = 1.0, mu: float = 0.05, radius: float = 1.0, h: float = 0.1, length: float = 10.0):
+    """Gaussians on a lattice filling a tube along x (radius, length mm) at density mu; with
+    ``stretch_y`` the tube is stretched along y (the AP view's rays) at mu / stretch_y, which leaves
+    every AP line integral as it was."""
+    from pinngs.field import GaussianField
+
+    g = np.arange(-radius, radius + h / 2, h)
+    x = np.arange(-length / 2, length / 2 + h / 2, h)
+    X, Y, Z = np.meshgrid(x, g, g, indexing="ij")
+    keep = Y ** 2 + Z ** 2 <= radius ** 2
+    means = np.column_stack([X[keep], stretch_y * Y[keep], Z[keep]])
+    sig = 0.6 * h
+    a = mu / ((2 * math.pi) ** 1.5 * sig ** 3 / h ** 3)  # the lattice's plateau density is mu
+    scales = np.tile([sig, stretch_y * sig, sig], (len(means), 1))
+    return GaussianField(torch.tensor(means), torch.tensor(scales), atten_per_mm=torch.full((len(means),), a / stretch_y))
+
+
+def test_projected_lumen_level_reads_the_density_from_the_projections():
+    """projected_lumen_level: a round tube filled at 0.05 mm⁻¹ reads 0.05 (within 2 %) from one view;
+    stretched along that view's rays at half the density, its projections and so its level stay,
+    while the field's density level halves (the 2-view depth stretch that inflated the lumen)."""
+    from pinngs.fit.batch import projected_lumen_level
+    from pinngs.ops import VoxelGrid, voxelize
+
+    view = CArmView(0.0, 0.0, rows=192, cols=192, pixel_spacing_mm=(0.12, 0.12))
+    cl = np.column_stack([np.arange(-5, 5.01, 0.1), np.zeros(101), np.zeros(101), np.full(101, 1.0)])
+    levels = {}
+    for k in (1.0, 2.0):
+        f = _tube_field(k)
+        mu_p, n = projected_lumen_level(f, [view], [cl])
+        cov, prec = f.covar_and_precision()
+        grid = VoxelGrid.around(f.means, 0.1, 0.5)
+        dens = lumen_level(voxelize(f.means, prec, cov, f.attenuation, grid, 5.0))
+        levels[k] = (mu_p, dens)
+        assert n >= 5  # points every 0.5 mm, 3 mm clear of the ends
+    assert levels[1.0][0] == pytest.approx(0.05, rel=0.02)  # measured 0.0501
+    assert levels[2.0][0] == pytest.approx(levels[1.0][0], rel=0.03)
+    assert levels[2.0][1] == pytest.approx(0.5 * levels[1.0][1], rel=0.1)
+    assert math.isnan(projected_lumen_level(_tube_field(), [view], [cl[:5]])[0])  # too short: no profile
+
+
+def test_fitted_lumen_reads_the_level_from_the_projections_when_the_views_are_close():
+    """fitted_lumen "auto": views under PROJECTED_LEVEL_BELOW_DEG apart take the projected level, wider
+    ones the density level; "density" and "projected" force either; a bad rule is refused."""
+    import dataclasses
+
+    from pinngs.fit.batch import PROJECTED_LEVEL_BELOW_DEG, fitted_lumen
+
+    f = _tube_field(1.5, length=16.0)  # a tube stretched 1.5-fold along the AP rays at 0.033 mm⁻¹
+    kw = dict(rows=192, cols=192, pixel_spacing_mm=(0.12, 0.12))
+    close = [CArmView(0.0, 0.0, **kw), CArmView(0.5 * PROJECTED_LEVEL_BELOW_DEG, 0.0, **kw)]
+    wide = [CArmView(0.0, 0.0, **kw), CArmView(0.0, 1.2 * PROJECTED_LEVEL_BELOW_DEG, **kw)]
+    c = FitConfig()
+    assert c.lumen_level == "auto"
+    occ, _, mu_close, lv = fitted_lumen(f, close, c)
+    assert lv["lumen_level_rule"] == "projected" and lv["lumen_level_profiles"] >= 20
+    assert mu_close == pytest.approx(0.05, rel=0.03)  # the round tube's density (measured 0.0501)
+    assert lv["lumen_level_density_per_mm"] == pytest.approx(0.05 / 1.5, rel=0.05)
+    _, _, mu_wide, lw = fitted_lumen(f, wide, c)
+    assert lw["lumen_level_rule"] == "density" and mu_wide == pytest.approx(lw["lumen_level_density_per_mm"])
+    _, _, mu_forced, lf = fitted_lumen(f, wide, dataclasses.replace(c, lumen_level="projected"))
+    # forced: the projected level, although the 72° view sees the stretched (elliptical) section
+    # edge-on and reads it lower (an ellipse of axes a, b reads μ b / a along a)
+    assert lf["lumen_level_rule"] == "projected" and mu_forced == lf["lumen_level_projected_per_mm"] > mu_wide
+    assert occ.max() > 0.5
+    with pytest.raises(ValueError, match="lumen_level"):
+        FitConfig(lumen_level="brightest").validate()

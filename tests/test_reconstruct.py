@@ -211,3 +211,22 @@ def test_a_cfd_that_does_not_settle_is_written_as_its_mean_and_said(tube_cine, t
     assert un["dp_min_pa"] <= un["dp_mean_pa"] <= un["dp_max_pa"] and math.isfinite(f["dp_pa"]) and f["dp_pa"] > 0
     assert any("did not settle" in w for w in s["warnings"]), s["warnings"]
     assert "The CFD did not settle to a steady flow" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_views_closer_than_the_sweep_supports_get_a_warning():
+    """Under NARROW_VIEW_SEPARATION_DEG the study is reconstructed with a warning naming the separation
+    and the sweep; under MIN_VIEW_SEPARATION_DEG it is refused (unless --allow-single-view)."""
+    from types import SimpleNamespace
+
+    from pinngs.geometry import CArmView
+
+    def st(*primary):
+        return SimpleNamespace(views=[CArmView(a, 0.0) for a in primary])
+
+    assert rc._check_views(st(0.0, 90.0), False) == []
+    assert rc._check_views(st(0.0, rc.NARROW_VIEW_SEPARATION_DEG + 0.5), False) == []
+    w = rc._check_views(st(0.0, 20.0), False)
+    assert len(w) == 1 and "20°" in w[0] and "views.md" in w[0]
+    with pytest.raises(rc.ReconstructError, match="depth is not observable"):
+        rc._check_views(st(0.0, 2.0), False)
+    assert "depth is not observable" in rc._check_views(st(0.0, 2.0), True)[0]

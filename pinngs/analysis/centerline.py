@@ -378,7 +378,8 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     A stub is a terminal branch shorter than ``radii`` times the larger of its own mean radius and
     its parent's radius at the junction (a ghost of a 2-view reconstruction tapers to a fraction of a
     millimetre, so its own radius alone lets stubs through), or a needle (``_is_stub``), or a root
-    branch that short (its longest daughter becomes branch 0). After each round of dropping, a
+    branch that short (its longest daughter, or its longest sibling where branches start at its own
+    start, becomes branch 0). After each round of dropping, a
     branch with a single daughter is joined to it (it is no junction), so that branch 0 runs on to
     the next true bifurcation or the outlet instead of ending at the first ghost (where ΔP would be
     taken over part of the vessel only); rounds repeat until no stub is left. Measurements:
@@ -390,8 +391,15 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     length = lambda b: arc_length(b[:, :3])[-1]  # noqa: E731
     while len(branches) > 1:
         parents, kids = branch_tree(branches)
-        if length(branches[0]) < radii * float(branches[0][:, 3].mean()) and kids[0]:
+        short0 = length(branches[0]) < radii * float(branches[0][:, 3].mean())
+        if short0 and kids[0]:
             keep = max(kids[0], key=lambda j: length(branches[j]))
+            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
+            continue
+        # a short branch 0 whose siblings start where it starts: a stub at the root junction
+        sibs = [j for j in range(1, len(branches)) if np.linalg.norm(branches[j][0, :3] - branches[0][0, :3]) < 1e-3]
+        if short0 and sibs:
+            keep = max(sibs, key=lambda j: length(branches[j]))
             branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
             continue
         stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and _is_stub(

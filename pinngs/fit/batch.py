@@ -19,8 +19,12 @@ Pipeline (``fit_study``):
    coarse voxel grid (empty or one lumen level μ_c, ``lumen_level``).
 4. **Densify and prune** (``densify_prune``, integral-preserving) every ``densify_every`` steps until
    ``densify_until``; Adam's moments are reset for the changed set.
-5. **Lumen** (``lumen_occupancy``): the field voxelized at ``lumen_mm``, its surface the level τ whose
-   inside has the volume ∫μ/μ_c (``lumen_threshold``); clutter and far haze removed (``keep_main_lumen``).
+5. **Lumen** (``fitted_lumen``, ``lumen_occupancy``): the field voxelized at ``lumen_mm``, its surface the
+   level τ whose inside has the volume ∫μ/μ_c (``lumen_threshold``); clutter and far haze removed
+   (``keep_main_lumen``). μ_c, the filled lumen's attenuation, comes from the field's projections across
+   the vessel (``projected_lumen_level``), which do not depend on how the field spreads along the rays,
+   where the views are less than ``PROJECTED_LEVEL_BELOW_DEG`` apart, else from the field's own density
+   (``lumen_level``; ``FitConfig.lumen_level``: "auto", "projected", "density").
 
 Checkpoints (``checkpoint``/``resume``) hold the field, the optimiser and the step, written
 atomically, so that a killed run loses at most ``checkpoint_every`` steps.
@@ -50,6 +54,7 @@ from ..render import nuisance_fit
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
 TargetMode = Literal["frames", "composite"]  # FitConfig.targets (module docstring, 1.)
 SurfaceRule = Literal["mass", "half"]  # FitConfig.surface_rule (module docstring, 5.)
+LevelRule = Literal["auto", "projected", "density"]  # FitConfig.lumen_level (module docstring, 5.)
 DISC_MIN_WEIGHT = 0.02  # backprojection_init's round-vessel prior drops hull points weighted below this
 # disc_weights solves for the offset by ridge regression, shrinking each direction by sv² / (sv² +
 # DISC_RIDGE x the largest sv²): a direction the views resolve poorly is cut less, one they do not
@@ -89,6 +94,10 @@ class FitConfig:
     max_gaussians: int = 40000
     lumen_mm: float = 0.1
     surface_rule: SurfaceRule = "mass"  # "mass": integral-preserving threshold; "half": μ_c / 2
+    # μ_c, the filled lumen's attenuation: "projected" from the field's projections across the vessel
+    # (projected_lumen_level), "density" the field's mass-weighted median density (lumen_level), "auto"
+    # projected where no two views are PROJECTED_LEVEL_BELOW_DEG or more apart, else density (fitted_lumen)
+    lumen_level: LevelRule = "auto"
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 0  # torch/OpenMP threads while fitting (0: every core; 1 on a busy machine); see fit_study
@@ -105,6 +114,8 @@ class FitConfig:
             raise ValueError(f"targets must be 'composite' or 'frames', got {self.targets!r}")
         if self.surface_rule not in ("mass", "half"):
             raise ValueError(f"surface_rule must be 'mass' or 'half', got {self.surface_rule!r}")
+        if self.lumen_level not in ("auto", "projected", "density"):
+            raise ValueError(f"lumen_level must be 'auto', 'projected' or 'density', got {self.lumen_level!r}")
         if not 0 < self.hull_frac < 1:
             raise ValueError(f"hull_frac must be in (0, 1), got {self.hull_frac}")
         if self.min_scale_mm >= self.max_scale_mm:
@@ -584,7 +595,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         raise Interrupted(last, ckpt if last else None) from None
     bar.close()
     t_fit = time.perf_counter() - t0 - t_init
-    occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)
+    occ, origin, mu_c, levels = fitted_lumen(f, study.views, c)
     with torch.no_grad():  # misfit against the composite targets (what the report shows), in both modes
         _, prec = f.covar_and_precision()
         pk = pack_views(init_tg.views, device=dev)
@@ -596,19 +607,112 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     f = f.cpu()  # the result (and the files written from it) is on the CPU whatever the device
     info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "n_gaussians": len(f), "n_init": n_init,
             "seconds_init": t_init, "seconds_fit": t_fit, "steps": c.iters, "data_rel_l2": rel,
-            "lumen_level_per_mm": mu_c, "config": asdict(c)}
+            "lumen_level_per_mm": mu_c, **levels, "config": asdict(c)}
     return FitResult(f, init_tg, mu_c, occ, origin, c.lumen_mm, history, info)
 
 
-def lumen_threshold(vol: torch.Tensor, voxel_mm3: float) -> tuple[float, float]:
+PROJECTED_LEVEL_MIN_PROFILES = 20  # fewer usable profiles: keep the density level
+# "auto": the projected level where the views' largest separation is below this (degrees). Below it
+# the density level inflates the lumen by 10-40 %; above it the projected level reads 2-10 % high on
+# the presets' rounded-square sections (docs/decisions.md, "Batch fit: the lumen level from the
+# projections")
+PROJECTED_LEVEL_BELOW_DEG = 60.0
+PROJECTED_LEVEL_MIN_SINE = 0.5  # profiles where the vessel runs within 30° of the ray are skipped
+
+
+def projected_lumen_level(f: GaussianField, views: list[CArmView], branches: list[np.ndarray],
+                          step_mm: float = 0.5, end_mm: float = 3.0) -> tuple[float, int]:
+    """(μ_c, number of profiles): the filled lumen's attenuation from the field's own projections.
+
+    At centerline points every ``step_mm`` (``end_mm`` clear of the branch ends; branches [P, 4] X, Y,
+    Z, R mm) and in every view, the rendered line integral L(x) is sampled across the vessel, along
+    the direction normal to both the vessel and the ray, over ±4 R (x in mm at the point's depth).
+    A round section of radius R filled at μ_c gives L_peak = 2 R μ_c / sin φ and ∫L dx = π R² μ_c /
+    sin φ (φ the angle between the vessel and the ray), so μ_c = π L_peak² sin φ / (4 ∫L dx), whatever
+    the field does along the ray. Returns the median over all profiles (NaN, 0 when none is usable:
+    points where sin φ < ``PROJECTED_LEVEL_MIN_SINE``). An elliptical section of axes a, b seen along
+    a gives μ_c a / b, along b μ_c b / a: the median over views lies between.
+
+    Why: the projections fix the field's integral, not how it spreads along the rays. Two views
+    close together leave the vessel stretched in depth at a lower density, and the density level
+    (``lumen_level``) then inflates the lumen volume ∫μ / μ_c (+38 % at 30° apart; docs/decisions.md,
+    "Batch fit: the lumen level from the projections").
+    """
+    from ..render import render_views
+
+    with torch.no_grad():
+        imgs = render_views(f, list(views)).cpu().numpy()
+    x_rel = np.linspace(-4.0, 4.0, 161)
+    est = []
+    for b in branches:
+        b = np.asarray(b, float)
+        if len(b) < 3:
+            continue
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b[:, :3], axis=0), axis=1))])
+        t = np.gradient(b[:, :3], axis=0)
+        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        every = max(1, int(round(step_mm / max(float(np.median(np.diff(s))), 1e-6))))
+        for k in np.nonzero((s > end_mm) & (s < s[-1] - end_mm))[0][::every]:
+            p, R = b[k, :3], float(b[k, 3])
+            if not R > 0:
+                continue
+            x = x_rel * R
+            for v, img in zip(views, imgs):
+                ray = p - v.source_mm
+                n = np.cross(t[k], ray / np.linalg.norm(ray))
+                sin_phi = float(np.linalg.norm(n))
+                if sin_phi < PROJECTED_LEVEL_MIN_SINE:
+                    continue
+                L = sample_image(img, v.project(p[None] + x[:, None] * (n / sin_phi)[None]))
+                peak, area = float(L.max()), float(np.trapezoid(L, x))
+                if peak > 0 and area > 0:
+                    est.append(math.pi * peak ** 2 * sin_phi / (4.0 * area))
+    if not est:
+        return float("nan"), 0
+    return float(np.median(est)), len(est)
+
+
+def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """(occupancy [X, Y, Z], origin_mm [3], μ_c, levels) of a fitted field, at the lumen level
+    ``c.lumen_level`` says: "projected" (``projected_lumen_level`` on the centerline of the
+    density-level lumen; the density level where fewer than ``PROJECTED_LEVEL_MIN_PROFILES`` profiles
+    are usable or no centerline can be traced) or "density" (``lumen_level``). ``levels``: both levels
+    and the rule used, for the fit's info. "auto": "projected" where ``view_separation_deg(views)`` is
+    below ``PROJECTED_LEVEL_BELOW_DEG``, else "density". The batch fit and the online fitter both use
+    this."""
+    from ..analysis.centerline import extract_centerline
+    from ..geometry import view_separation_deg
+
+    occ, origin, mu_density = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)
+    levels = {"lumen_level_density_per_mm": mu_density, "lumen_level_rule": "density"}
+    rule = c.lumen_level
+    if rule == "auto":
+        rule = "projected" if view_separation_deg(list(views)) < PROJECTED_LEVEL_BELOW_DEG else "density"
+    if rule != "projected":
+        return occ, origin, mu_density, levels
+    try:
+        branches = extract_centerline(occ, origin, c.lumen_mm)
+    except ValueError:  # no centerline in a degenerate lumen: the density level stands
+        return occ, origin, mu_density, levels
+    mu_p, n = projected_lumen_level(f, views, branches)
+    levels |= {"lumen_level_projected_per_mm": mu_p, "lumen_level_profiles": n}
+    if n < PROJECTED_LEVEL_MIN_PROFILES or not math.isfinite(mu_p) or mu_p <= 0:
+        return occ, origin, mu_density, levels
+    occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule, mu_c=mu_p)
+    return occ, origin, mu_c, levels | {"lumen_level_rule": "projected"}
+
+
+def lumen_threshold(vol: torch.Tensor, voxel_mm3: float, mu_c: float | None = None) -> tuple[float, float]:
     """(μ_c, τ): the lumen level (``lumen_level``) and the density threshold τ whose superlevel set
     {μ > τ} has the volume the field's integral implies, ∫μ / μ_c ("integral-preserving").
 
     Both ∫μ and μ_c scale with the contrast, so the lumen volume does not depend on how well the
     composite captured the peak opacification; and where the field's edge is blurred, τ sits where
     the blur puts as much mass outside the surface as it takes from inside. For an ideal plateau
-    τ falls anywhere in (0, μ_c]; ``lumen_occupancy`` then uses μ_c/2."""
-    mu_c = lumen_level(vol)
+    τ falls anywhere in (0, μ_c]; ``lumen_occupancy`` then uses μ_c/2. ``mu_c``: a level found otherwise
+    (``projected_lumen_level``) instead of the field's density."""
+    if mu_c is None:
+        mu_c = lumen_level(vol)
     v = vol.detach().flatten().double()
     target = float(v.sum()) / mu_c  # voxels
     n = int(round(target))
@@ -621,16 +725,16 @@ def lumen_threshold(vol: torch.Tensor, voxel_mm3: float) -> tuple[float, float]:
     return mu_c, tau
 
 
-def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float = 1.0, rule: SurfaceRule = "mass"
-                    ) -> tuple[np.ndarray, np.ndarray, float]:
+def lumen_occupancy(f: GaussianField, spacing_mm: float = 0.1, margin_mm: float = 1.0, rule: SurfaceRule = "mass",
+                    mu_c: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Voxelize the field; occupancy = clip(μ / 2τ, 0, 1) so that its 0.5 level is the
-    integral-preserving threshold τ (``lumen_threshold``). Returns (occupancy [X, Y, Z] in [0, 1],
-    origin_mm [3], μ_c)."""
+    integral-preserving threshold τ (``lumen_threshold``; ``mu_c`` given or the field's density level).
+    Returns (occupancy [X, Y, Z] in [0, 1], origin_mm [3], μ_c)."""
     with torch.no_grad():
         grid = _grid_around(f, spacing_mm, margin_mm)
         cov, prec = f.covar_and_precision()
         vol = voxelize(f.means, prec, cov, f.attenuation, grid, 5.0)
-        mu_c, tau = lumen_threshold(vol, spacing_mm ** 3)
+        mu_c, tau = lumen_threshold(vol, spacing_mm ** 3, mu_c)
         if rule == "half":
             tau = 0.5 * mu_c
         occ = (vol / (2.0 * tau)).clamp(0, 1).cpu().numpy().astype(np.float32)

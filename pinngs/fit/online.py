@@ -36,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from ..ops import project_gaussians, rasterize
 from ..render import nuisance_fit
 from ..report import write_outputs
 from ..units import PA_AORTIC_MMHG
-from .batch import (FitConfig, FitResult, Targets, backprojection_init, densify_prune, lumen_occupancy,
+from .batch import (FitConfig, FitResult, Targets, backprojection_init, densify_prune, fitted_lumen,
                     make_optimizer, resolve_threads, targets_from_study)
 
 SNAPSHOT_FORMAT = "pinngs-online"
@@ -673,7 +673,9 @@ class OnlineFitter:
         """(occupancy [X, Y, Z] in [0, 1], origin_mm [3], lumen level μ_c mm⁻¹) of the current field."""
         if self.field is None:
             raise RuntimeError("no geometry yet: the fitter initialises once two views hold an opacified frame")
-        return lumen_occupancy(self.model(), self.config.lumen_mm, rule=self.config.fit.surface_rule)
+        occ, origin, mu_c, _ = fitted_lumen(self.model(), list(self.views),
+                                            replace(self.config.fit, lumen_mm=self.config.lumen_mm))
+        return occ, origin, mu_c
 
     def estimate(self, refresh: bool = False) -> OnlineEstimate:
         """The current Q, velocity, ΔP and FFR with confidences (recomputed when frames arrived since the
