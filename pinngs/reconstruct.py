@@ -48,6 +48,15 @@ MIN_VIEW_SEPARATION_DEG = 5.0  # views closer than this (projection axes) give n
 # below this separation the view sweep (benchmarks/results/views.md) has not shown a lumen at Dice >= 0.90:
 # the report warns
 NARROW_VIEW_SEPARATION_DEG = 30.0
+# fit.batch.fitted_lumen's depth_spread above this: the field is spread along the rays (a sheet of low
+# density that the views cannot place), and the report warns. The view sweep: 1.4 on the stenosis
+# phantoms 30° apart (their lumen is then right at the projected level), 3.2-3.6 on a tortuous real
+# vessel in biplane (Dice 0.52-0.59)
+DEPTH_SPREAD_WARN = 1.6
+DEPTH_SPREAD_WARNING = ("the fitted field is spread along the rays: its density implies {spread:.1f} times the lumen "
+                        "volume its projections across the vessel do (a vessel that the views cannot place in depth, "
+                        "often a tortuous one seen by two views); the lumen's shape, radii and grades are unreliable. "
+                        "Add a view if the study has one")
 NARROW_VIEW_WARNING = ("the views are at most {sep:.0f}° apart: below {min:.0f}° the lumen's extent along the viewing "
                        "direction is poorly resolved (no view pair that close reached Dice 0.90 in the view sweep, "
                        "benchmarks/results/views.md); its volume, radii and grades are less certain")
@@ -124,6 +133,9 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
         raise
     if res is None:
         return None
+    spread = res.info.get("depth_spread", float("nan"))
+    if spread > DEPTH_SPREAD_WARN:  # NaN (no projected level) compares False
+        warnings.append(DEPTH_SPREAD_WARNING.format(spread=spread))
     # 3. the centerline
     branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
     # 4. the flow

@@ -341,6 +341,8 @@ def test_fitted_lumen_reads_the_level_from_the_projections_when_the_views_are_cl
     assert lv["lumen_level_density_per_mm"] == pytest.approx(0.05 / 1.5, rel=0.05)
     _, _, mu_wide, lw = fitted_lumen(f, wide, c)
     assert lw["lumen_level_rule"] == "density" and mu_wide == pytest.approx(lw["lumen_level_density_per_mm"])
+    # read either way: how far the field spread along the rays (the reconstruct warning's figure)
+    assert lw["depth_spread"] == pytest.approx(lw["lumen_level_projected_per_mm"] / mu_wide) and lw["depth_spread"] > 1.05
     _, _, mu_forced, lf = fitted_lumen(f, wide, dataclasses.replace(c, lumen_level="projected"))
     # forced: the projected level, although the 72° view sees the stretched (elliptical) section
     # edge-on and reads it lower (an ellipse of axes a, b reads μ b / a along a)

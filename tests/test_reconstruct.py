@@ -87,6 +87,9 @@ def test_no_flow_writes_the_geometry_only(tube_cine, tmp_path):
     save_study(study, tmp_path / "study")
     s = rc.reconstruct(tmp_path / "study", tmp_path / "out", FitConfig(iters=20), flow="none", progress=False)
     assert s["flow"]["method"] is None and "not requested" in s["flow"]["status"]
+    # a tube seen 90° apart: the field is not spread along the rays, no warning
+    assert s["fit"]["depth_spread"] < rc.DEPTH_SPREAD_WARN and not any("spread along" in w for w in s["warnings"])
+    assert s["view_separation_deg"] > rc.NARROW_VIEW_SEPARATION_DEG
     # every graded narrowing carries its grade by area; one that the area does not confirm is listed apart
     assert isinstance(s["flattened_sections"], list)
     for x in s["stenosis"] + s["flattened_sections"]:

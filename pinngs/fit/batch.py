@@ -676,8 +676,10 @@ def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple
     """(occupancy [X, Y, Z], origin_mm [3], μ_c, levels) of a fitted field, at the lumen level
     ``c.lumen_level`` says: "projected" (``projected_lumen_level`` on the centerline of the
     density-level lumen; the density level where fewer than ``PROJECTED_LEVEL_MIN_PROFILES`` profiles
-    are usable or no centerline can be traced) or "density" (``lumen_level``). ``levels``: both levels
-    and the rule used, for the fit's info. "auto": "projected" where ``view_separation_deg(views)`` is
+    are usable or no centerline can be traced) or "density" (``lumen_level``). ``levels``: both levels,
+    the rule used and ``depth_spread`` = projected / density level (how many times the volume the
+    field's density implies exceeds the one its projections imply; ~1 for a lumen the views resolve),
+    for the fit's info. "auto": "projected" where ``view_separation_deg(views)`` is
     below ``PROJECTED_LEVEL_BELOW_DEG``, else "density". The batch fit and the online fitter both use
     this."""
     from ..analysis.centerline import extract_centerline
@@ -688,8 +690,8 @@ def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple
     rule = c.lumen_level
     if rule == "auto":
         rule = "projected" if view_separation_deg(list(views)) < PROJECTED_LEVEL_BELOW_DEG else "density"
-    if rule != "projected":
-        return occ, origin, mu_density, levels
+    # the projected level is read either way: against the density level it says how far the field
+    # spread along the rays (``depth_spread``), a warning when the views leave depth ambiguous
     try:
         branches = extract_centerline(occ, origin, c.lumen_mm)
     except ValueError:  # no centerline in a degenerate lumen: the density level stands
@@ -697,6 +699,9 @@ def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple
     mu_p, n = projected_lumen_level(f, views, branches)
     levels |= {"lumen_level_projected_per_mm": mu_p, "lumen_level_profiles": n}
     if n < PROJECTED_LEVEL_MIN_PROFILES or not math.isfinite(mu_p) or mu_p <= 0:
+        return occ, origin, mu_density, levels
+    levels["depth_spread"] = mu_p / mu_density if mu_density > 0 else float("nan")
+    if rule != "projected":
         return occ, origin, mu_density, levels
     occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule, mu_c=mu_p)
     return occ, origin, mu_c, levels | {"lumen_level_rule": "projected"}
