@@ -42,6 +42,11 @@ def test_version_and_help_show_the_defaults(capsys):
     from pinngs.fit.batch import FitConfig
 
     assert (FitConfig().iters, FitConfig().checkpoint_every) == (500, 50)  # the CLI's defaults are the library's
+    from pinngs.fit.batch import PROJECTED_LEVEL_BELOW_DEG
+
+    # --lumen-level: the library's default, and the help names the library's separation
+    assert FitConfig().lumen_level == "auto" and "(default: auto)" in text
+    assert f"{PROJECTED_LEVEL_BELOW_DEG:.0f}° or more apart" in text
     for opt in ("--seed", "--threads", "--checkpoint-every", "--resume", "--overwrite", "--allow-single-view"):
         line = raw.split(opt, 1)[1].split("\n  -", 1)[0]
         assert len(line.strip()) > 10, opt
