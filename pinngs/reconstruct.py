@@ -137,7 +137,8 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
     if spread > DEPTH_SPREAD_WARN:  # NaN (no projected level) compares False
         warnings.append(DEPTH_SPREAD_WARNING.format(spread=spread))
     # 3. the centerline
-    branches = extract_centerline(res.occupancy, res.origin_mm, res.spacing_mm)
+    branches = res.centerline if res.centerline is not None else extract_centerline(res.occupancy, res.origin_mm,
+                                                                                   res.spacing_mm)
     # 4. the flow
     lumen_flow, note = None, "not requested (--flow none)"
     if flow != "none":

@@ -40,9 +40,9 @@ from .analysis.surface import mask_to_mesh
 from .flow.estimate import LumenFlow
 from .flow.lesions import confirm_by_area
 from .flow.transit import section_areas
+from .geometry import view_separation_deg
 from .io.atomic import atomic_file, failpoint
 from .io.exports import write_centerline_csv, write_gaussians_npz, write_lumen_npz, write_mesh, write_ply
-from .geometry import view_separation_deg
 from .io.study import Study
 from .polyline import plane_basis, tangents
 from .render import nuisance_fit, render_views

@@ -391,17 +391,15 @@ def prune_stubs(branches: list, radii: float = 3.0) -> list[np.ndarray]:
     length = lambda b: arc_length(b[:, :3])[-1]  # noqa: E731
     while len(branches) > 1:
         parents, kids = branch_tree(branches)
-        short0 = length(branches[0]) < radii * float(branches[0][:, 3].mean())
-        if short0 and kids[0]:
-            keep = max(kids[0], key=lambda j: length(branches[j]))
-            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
-            continue
-        # a short branch 0 whose siblings start where it starts: a stub at the root junction
-        sibs = [j for j in range(1, len(branches)) if np.linalg.norm(branches[j][0, :3] - branches[0][0, :3]) < 1e-3]
-        if short0 and sibs:
-            keep = max(sibs, key=lambda j: length(branches[j]))
-            branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
-            continue
+        if length(branches[0]) < radii * float(branches[0][:, 3].mean()):
+            # a short root: its longest daughter, or its longest sibling at the root junction (a branch
+            # that starts where it starts), becomes branch 0
+            heirs = kids[0] or [j for j in range(1, len(branches))
+                                if np.linalg.norm(branches[j][0, :3] - branches[0][0, :3]) < 1e-3]
+            if heirs:
+                keep = max(heirs, key=lambda j: length(branches[j]))
+                branches = [branches[keep]] + [b for j, b in enumerate(branches) if j not in (0, keep)]
+                continue
         stub = [j for j, b in enumerate(branches) if j > 0 and not kids[j] and _is_stub(
             b, float(branches[parents[j]][-1, 3]) if parents[j] >= 0 else 0.0, radii)]
         if not stub:

@@ -20,6 +20,9 @@ from ..polyline import arc_length
 from .centerline import branch_topology, branch_tree
 
 
+LESION_MIN_PERCENT = 20.0  # % diameter stenosis: milder narrowings are not reported (grade_stenosis)
+
+
 def _robust_line(s: np.ndarray, d: np.ndarray) -> np.ndarray:
     """[2] coefficients (a, b) of d ≈ a + b s fitted to the healthy points: points well below the
     line (lesions) or well above it (junctions, dilatations) are dropped iteratively."""
@@ -75,7 +78,7 @@ def _band_width(s: np.ndarray, ratio: np.ndarray, i: int, f: float, band: float)
 
 
 def grade_stenosis(branches: list[np.ndarray], *, extent_fraction: float = 0.9, healthy_fraction: float = 0.97,
-                   min_percent: float = 20.0, window_diameters: float = 2.0,
+                   min_percent: float = LESION_MIN_PERCENT, window_diameters: float = 2.0,
                    end_margin_radii: float = 1.0, extent_band: float = 0.05) -> list[dict]:
     """Lesions along the branches, most severe first.
 

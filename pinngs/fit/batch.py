@@ -43,13 +43,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..analysis.centerline import extract_centerline
 from ..backend import resolve_device
 from ..field import GaussianField
-from ..geometry import CArmView, pack_views, sample_image
+from ..geometry import CArmView, pack_views, sample_image, view_separation_deg
 from ..io.study import Study
 from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
 from ..io.atomic import atomic_file, failpoint
-from ..render import nuisance_fit
+from ..polyline import arc_length, tangents
+from ..render import nuisance_fit, render_views
 
 TWO_PI_32 = (2.0 * math.pi) ** 1.5
 TargetMode = Literal["frames", "composite"]  # FitConfig.targets (module docstring, 1.)
@@ -419,6 +421,9 @@ class FitResult:
     spacing_mm: float
     history: list[dict]
     info: dict
+    # the centerline of ``occupancy`` where the lumen step traced it already (``extract_centerline``'s
+    # defaults); None: not traced
+    centerline: list[np.ndarray] | None = None
 
 
 class Interrupted(Exception):
@@ -595,7 +600,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
         raise Interrupted(last, ckpt if last else None) from None
     bar.close()
     t_fit = time.perf_counter() - t0 - t_init
-    occ, origin, mu_c, levels = fitted_lumen(f, study.views, c)
+    occ, origin, mu_c, levels, branches = _fitted_lumen(f, study.views, c)
     with torch.no_grad():  # misfit against the composite targets (what the report shows), in both modes
         _, prec = f.covar_and_precision()
         pk = pack_views(init_tg.views, device=dev)
@@ -608,7 +613,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
     info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "n_gaussians": len(f), "n_init": n_init,
             "seconds_init": t_init, "seconds_fit": t_fit, "steps": c.iters, "data_rel_l2": rel,
             "lumen_level_per_mm": mu_c, **levels, "config": asdict(c)}
-    return FitResult(f, init_tg, mu_c, occ, origin, c.lumen_mm, history, info)
+    return FitResult(f, init_tg, mu_c, occ, origin, c.lumen_mm, history, info, branches)
 
 
 PROJECTED_LEVEL_MIN_PROFILES = 20  # fewer usable profiles: keep the density level
@@ -638,8 +643,6 @@ def projected_lumen_level(f: GaussianField, views: list[CArmView], branches: lis
     (``lumen_level``) then inflates the lumen volume ∫μ / μ_c (+38 % at 30° apart; docs/decisions.md,
     "Batch fit: the lumen level from the projections").
     """
-    from ..render import render_views
-
     with torch.no_grad():
         imgs = render_views(f, list(views)).cpu().numpy()
     x_rel = np.linspace(-4.0, 4.0, 161)
@@ -648,9 +651,7 @@ def projected_lumen_level(f: GaussianField, views: list[CArmView], branches: lis
         b = np.asarray(b, float)
         if len(b) < 3:
             continue
-        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b[:, :3], axis=0), axis=1))])
-        t = np.gradient(b[:, :3], axis=0)
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        s, t = arc_length(b[:, :3]), tangents(b[:, :3])
         every = max(1, int(round(step_mm / max(float(np.median(np.diff(s))), 1e-6))))
         for k in np.nonzero((s > end_mm) & (s < s[-1] - end_mm))[0][::every]:
             p, R = b[k, :3], float(b[k, 3])
@@ -682,9 +683,12 @@ def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple
     for the fit's info. "auto": "projected" where ``view_separation_deg(views)`` is
     below ``PROJECTED_LEVEL_BELOW_DEG``, else "density". The batch fit and the online fitter both use
     this."""
-    from ..analysis.centerline import extract_centerline
-    from ..geometry import view_separation_deg
+    return _fitted_lumen(f, views, c)[:4]
 
+
+def _fitted_lumen(f: GaussianField, views, c: FitConfig):
+    """``fitted_lumen`` and the centerline it traced when that is the returned occupancy's (the
+    density level kept), else None, so that the caller need not trace it again."""
     occ, origin, mu_density = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule)
     levels = {"lumen_level_density_per_mm": mu_density, "lumen_level_rule": "density"}
     rule = c.lumen_level
@@ -695,16 +699,16 @@ def fitted_lumen(f: GaussianField, views: list[CArmView], c: FitConfig) -> tuple
     try:
         branches = extract_centerline(occ, origin, c.lumen_mm)
     except ValueError:  # no centerline in a degenerate lumen: the density level stands
-        return occ, origin, mu_density, levels
+        return occ, origin, mu_density, levels, None
     mu_p, n = projected_lumen_level(f, views, branches)
     levels |= {"lumen_level_projected_per_mm": mu_p, "lumen_level_profiles": n}
     if n < PROJECTED_LEVEL_MIN_PROFILES or not math.isfinite(mu_p) or mu_p <= 0:
-        return occ, origin, mu_density, levels
+        return occ, origin, mu_density, levels, branches
     levels["depth_spread"] = mu_p / mu_density if mu_density > 0 else float("nan")
     if rule != "projected":
-        return occ, origin, mu_density, levels
+        return occ, origin, mu_density, levels, branches
     occ, origin, mu_c = lumen_occupancy(f, c.lumen_mm, rule=c.surface_rule, mu_c=mu_p)
-    return occ, origin, mu_c, levels | {"lumen_level_rule": "projected"}
+    return occ, origin, mu_c, levels | {"lumen_level_rule": "projected"}, None
 
 
 def lumen_threshold(vol: torch.Tensor, voxel_mm3: float, mu_c: float | None = None) -> tuple[float, float]:

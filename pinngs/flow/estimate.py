@@ -357,9 +357,9 @@ class FlowConfig:
         if not (self.n_per_radius > 0 and self.fallback_n_per_radius > 0) or self.max_iter < 1:
             raise ValueError(f"need n_per_radius > 0, fallback_n_per_radius > 0 and max_iter >= 1, got "
                              f"{self.n_per_radius}, {self.fallback_n_per_radius}, {self.max_iter}")
-        if self.jet is not None and (len(self.jet) != 3 or not min(self.jet) > 0):
-            raise ValueError(f"jet must be None or (tetrahedra per throat radius > 0, core radius > 0, grade > 0); "
-                             f"got {self.jet!r}")
+        from .fem import check_jet
+
+        check_jet(self.jet)
         if self.max_tets is not None and self.max_tets < 100:
             raise ValueError(f"max_tets must be None or >= 100, got {self.max_tets}")
         if not self.grad_div >= 0 or self.ptc_steps < 0:

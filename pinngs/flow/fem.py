@@ -46,6 +46,14 @@ class DegenerateMeshError(RuntimeError):
     """gmsh left near-flat tetrahedra at this mesh size (``mesh_lumen``); another size usually does not."""
 
 
+def check_jet(jet) -> None:
+    """ValueError unless ``jet`` is None or (tetrahedra per throat radius, core radius in throat radii,
+    grade in mm per mm), all > 0 (``_Surface.size_mm``)."""
+    if jet is not None and (len(jet) != 3 or not min(jet) > 0):
+        raise ValueError(f"jet must be None or (tetrahedra per throat radius, core radius in throat radii, grade in "
+                         f"mm per mm), all > 0; got {jet!r}")
+
+
 # a sample point may lie this far outside its cell (barycentric): the quadratic wall between its
 # nodes is within O(h³) of the true surface, and a point in that sliver is evaluated in its cell
 OUTSIDE_TOL = 0.05
@@ -445,9 +453,7 @@ def mesh_lumen(ph: Lumen, n_per_radius: float = 3.0, max_step_mm: float = 10.0, 
 
     if n_per_radius <= 0:
         raise ValueError(f"n_per_radius must be > 0, got {n_per_radius}")
-    if jet is not None and (len(jet) != 3 or not min(jet) > 0):
-        raise ValueError(f"jet must be None or (tetrahedra per throat radius, core radius in throat radii, grade in "
-                         f"mm per mm), all > 0; got {jet!r}")
+    check_jet(jet)
     t0 = time.perf_counter()
     surf = _Surface(ph, wake_mm=wake_mm)
     own = not gmsh.isInitialized()

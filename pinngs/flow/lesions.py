@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ..analysis.stenosis import LESION_MIN_PERCENT  # grade_stenosis's threshold: both grades must reach it
 from ..polyline import arc_length
 from .reduced import reduced_order_dp
 
@@ -52,9 +53,6 @@ def equivalent_stenosis_percent(branch: np.ndarray, area_mm2: np.ndarray, lesion
     if not core.any() or not ref.any():
         return float("nan")
     return float(100.0 * (1.0 - d[core].min() / np.median(d[ref])))
-
-
-LESION_MIN_PERCENT = 20.0  # % diameter: grade_stenosis's min_percent; both grades must reach it
 
 
 def confirm_by_area(lesions: list[dict], branches: list, areas_mm2: list,
