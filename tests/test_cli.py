@@ -82,6 +82,11 @@ def test_reconstruct_and_evaluate_bad_input(tmp_path, capsys):
     assert main(["reconstruct", str(bad), "-o", str(out), "--threads", "-1"]) == 2
     assert "threads" in capsys.readouterr().err
     assert not out.exists()
+    # an unknown lumen level
+    assert main(["reconstruct", str(bad), "-o", str(out), "--lumen-level", "brightest"]) == 2
+    err = capsys.readouterr().err
+    assert "--lumen-level" in err and "auto" in err and "Traceback" not in err
+    assert not out.exists()
     # evaluate: missing folders, and an unreadable lumen.npz
     res = tmp_path / "metrics.json"
     assert main(["evaluate", str(busy), "--truth", str(tmp_path / "none"), "-o", str(res)]) == 2
