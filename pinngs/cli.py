@@ -2,6 +2,7 @@
 
     pinngs simulate PRESET -o DIR          a synthetic DSA study with full ground truth
     pinngs reconstruct STUDY -o OUT        Gaussians, lumen, mesh, centerline, grading, flow, report
+    pinngs batch MANIFEST -o OUT           many studies (a CSV or a folder) on this machine or a Ray cluster
     pinngs evaluate OUT --truth DIR        metrics of a reconstruction against a simulated truth
     pinngs watch DIR -o OUT                online fit of frames as they appear in DIR
     pinngs demo -o OUT                     render the built-in Gaussian scene
@@ -147,6 +148,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate import PRESETS, get_preset
 
+    if args.cohort:
+        if args.preset:
+            raise UserError(f"simulate: give a PRESET or --cohort N, not both (got {args.preset!r} and --cohort {args.cohort})")
+        if args.output is None:
+            raise UserError("simulate --cohort needs an output folder: -o DIR")
+        from .io.atomic import OutputError
+        from .simulate.cohort import write_cohort
+
+        t0 = time.perf_counter()
+        try:
+            manifest = write_cohort(args.cohort, args.output, seed=args.seed, overwrite=args.overwrite)
+        except OutputError as e:
+            raise UserError(str(e)) from None
+        except KeyboardInterrupt:
+            raise Stopped("simulate --cohort interrupted; the studies written so far are kept: run the same command "
+                          "to continue") from None
+        print(f"cohort of {args.cohort} studies in {time.perf_counter() - t0:.0f} s -> {manifest} "
+              f"(next: pinngs batch {args.output} -o OUT)")
+        return
     if args.list or not args.preset:
         if not args.list:
             raise UserError("simulate needs a PRESET (see `pinngs simulate --list`)")
@@ -210,6 +230,44 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         print(f"pinngs: warning: {w}", file=sys.stderr)
     print(f"reconstructed {s['n_gaussians']} Gaussians, lumen {s['lumen_volume_mm3']:.0f} mm³, stenoses: {les}; "
           f"{fl}; {s['seconds_total']:.0f} s -> {args.output}/report.md")
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    from .cohort import ManifestError, prepare_output, read_manifest, run_cohort
+    from .io.atomic import OutputError
+
+    opts = {"flow": "none" if args.no_flow else args.flow, "iters": args.iters, "seed": args.seed,
+            "lumen_level": args.lumen_level, "pa_mmhg": args.pa_mmhg, "cfd_resolution": args.cfd_resolution,
+            "cfd_max_tets": args.cfd_max_tets, "device": args.device}
+    try:
+        jobs = read_manifest(args.manifest, opts)
+        out = prepare_output(args.output, args.manifest)
+    except (ManifestError, OutputError) as e:
+        raise UserError(str(e)) from None
+    if args.address and args.executor != "ray":
+        raise UserError(f"--address needs --executor ray (got --executor {args.executor})")
+    threads = _threads(args) or None
+    t0 = time.perf_counter()
+    try:
+        rows = run_cohort(jobs, out, executor=args.executor, address=args.address, threads=threads,
+                          retries=args.retries)
+    except ManifestError as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        raise Stopped(f"batch interrupted; finished studies are kept in {out} (see cohort.csv). Run the same command "
+                      "to continue: it skips them and resumes the ones in flight from their checkpoints") from None
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"{len(rows) - len(failed)} of {len(rows)} studies done in {time.perf_counter() - t0:.0f} s -> "
+          f"{out}/cohort.csv" + (" (+ cohort.png)" if (out / "cohort.png").is_file() else ""))
+    for r in failed:
+        print(f"pinngs: failed: {r['id']}: {r['error'] or r['status']} (log: {out / r['id'] / 'log.txt'})",
+              file=sys.stderr)
+    if failed:
+        raise _PartialFailure(len(failed))
+
+
+class _PartialFailure(Exception):
+    """Some studies of a batch failed (exit status 1; each was printed with its error)."""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -280,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_int_in(0), default=0, help="random seed of the noise (≥ 0); runs are deterministic")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)")
     s.add_argument("--list", action="store_true", help="list the presets and exit")
+    s.add_argument("--cohort", type=_int_in(1, 10_000), default=0, metavar="N",
+                   help="instead of a preset: N studies with sampled stenosis grades, views and noise, and their "
+                        "manifest.csv for `pinngs batch` (an interrupted cohort continues)")
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("reconstruct", help="a study in: lumen, surface, centerline, stenoses, flow and report out",
@@ -317,6 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force-merge", action="store_true",
                    help="read DICOM files of different PatientID / StudyInstanceUID / FrameOfReferenceUID as one study")
     r.set_defaults(func=cmd_reconstruct)
+
+    b = sub.add_parser("batch", help="reconstruct many studies (a manifest CSV or a folder of studies), resumable",
+                       formatter_class=fmt)
+    b.add_argument("manifest", help="a CSV with one study per row (column path; optional id, truth and per-study "
+                                    "options) or a folder of studies (its manifest.csv, else its subfolders)")
+    b.add_argument("-o", "--output", required=True, help="batch folder: OUT/<id>/ per study, OUT/cohort.csv; "
+                                                          "rerunning into it continues the batch")
+    b.add_argument("--executor", choices=("ray", "local"), default="ray",
+                   help="ray: one study per Ray task (a local runtime, or the cluster of --address); local: one "
+                        "after the other in this process")
+    b.add_argument("--address", default=None, help="a Ray cluster, e.g. ray://head:10001 (default: RAY_ADDRESS if "
+                                                   "set, else a local runtime with the cores here)")
+    b.add_argument("--threads", type=_int_in(0), default=0,
+                   help="CPU threads per study (0: 1 per Ray task, so as many studies run as there are cores; every "
+                        "core with --executor local)")
+    b.add_argument("--retries", type=_int_in(0, 10), default=0, help="tries more per failing study, 0..10")
+    b.add_argument("--flow", choices=["pinn", "fem", "pinn-pure", "reduced", "none"], default="pinn",
+                   help="flow method of every study (a manifest column 'flow' overrides it per study)")
+    b.add_argument("--no-flow", action="store_true", help="geometry only (the same as --flow none)")
+    b.add_argument("--iters", type=_int_in(1, 1_000_000), default=500, help="fit steps, 1..1000000")
+    b.add_argument("--seed", type=_int_in(0), default=0, help="random seed of each fit (≥ 0)")
+    b.add_argument("--lumen-level", choices=("auto", "projected", "density"), default="auto",
+                   help="the lumen's level rule (as in reconstruct)")
+    b.add_argument("--pa-mmhg", type=_float_in(0.0, 300.0), default=93.0, help="mean aortic pressure for FFR (mmHg)")
+    b.add_argument("--cfd-resolution", type=_float_in(0.5, 8.0), default=2.0, help="CFD tetrahedra per radius")
+    b.add_argument("--cfd-max-tets", type=_int_in(0), default=18000, help="cap on the CFD mesh (0: none)")
+    b.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where each study's fit runs")
+    b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder", formatter_class=fmt)
     e.add_argument("recon", help="a `pinngs reconstruct` output folder")
@@ -365,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as err:
         print(f"pinngs: stopped: {err}", file=sys.stderr)
         return 130
+    except _PartialFailure:
+        return 1
     except KeyboardInterrupt:
         print(f"pinngs: stopped: {args.command} interrupted; its output was not changed", file=sys.stderr)
         return 130

@@ -20,6 +20,13 @@ Metrics (all lengths in mm):
 * ``stenosis_error_points``: |most severe reconstructed % diameter stenosis − truth|, the truth
   being the phantom's nominal severity (truth.json) or, for vessels without a nominal stenosis,
   the same grading applied to the truth centerline (0 when neither finds a lesion).
+* ``flow_*`` (when the reconstruction computed flow and the truth holds ``flow.npz``): the flow
+  rate's error against the truth's Q (``flow_q_error_percent``); the truth's pressure drop between
+  the two sections the estimate used (``summary.json`` flow.dp_sections), each a disc normal to the
+  estimate's direction there, 1.6 truth radii wide (the radius of the nearest truth centerline
+  point), its pressure the area mean over the truth's fluid voxels (``flow_dp_truth_pa``,
+  ``flow_dp_error_percent``); FFR from both at the estimate's Pa (``flow_ffr_truth``,
+  ``flow_ffr_abs_error``).
 """
 from __future__ import annotations
 
@@ -163,4 +170,53 @@ def evaluate(recon_dir: str | Path, truth_dir: str | Path, n_surface_points: int
                 "stenosis_error_points": abs(rec_pct - true_pct),
                 "lumen_volume_mm3_recon": float((occ_r > 0.5).sum() * h_r ** 3),
                 "lumen_volume_mm3_truth": float((occ_t > 0.5).sum() * h_t ** 3)})
+    if (td / "flow.npz").is_file():
+        out.update(flow_metrics(summary.get("flow") or {}, truth, td / "flow.npz", bt))
+    return out
+
+
+def truth_section_pressure(flow_npz: dict, centre_mm, normal, radius_mm: float, h_mm: float = 0.05) -> float:
+    """Area mean of the truth's pressure (Pa) over a disc (centre, unit normal, radius; mm), its
+    points outside the truth's fluid (NaN pressure) left out."""
+    from ..polyline import plane_basis
+
+    c, n = np.asarray(centre_mm, float), np.asarray(normal, float)
+    u, w = plane_basis(n / np.linalg.norm(n))
+    g = np.arange(-radius_mm, radius_mm + 1e-9, h_mm)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    disc = X * X + Y * Y <= radius_mm * radius_mm
+    pts = c + X[disc][:, None] * u + Y[disc][:, None] * w
+    P = flow_npz["pressure_pa"]
+    ijk = ((pts - np.asarray(flow_npz["origin_mm"], float)) / float(np.asarray(flow_npz["spacing_mm"]).flat[0])).T
+    pv = map_coordinates(np.nan_to_num(P, nan=0.0), ijk, order=1)
+    m = map_coordinates((~np.isnan(P)).astype(float), ijk, order=1)
+    if m.sum() <= 0:
+        raise ValueError(f"the section at {np.round(c, 2).tolist()} mm lies outside the truth's lumen")
+    return float(pv.sum() / m.sum())
+
+
+def flow_metrics(flow: dict, truth: dict, flow_npz_path: Path, branches_t: list[np.ndarray]) -> dict:
+    """The reconstruction's flow (its summary's ``flow``) against the simulator's truth (module
+    docstring); empty when the reconstruction has no flow figures."""
+    from ..flow.reduced import ffr
+
+    if flow.get("q_mm3_s") is None or flow.get("dp_pa") is None:
+        return {}
+    q_true = float(truth["q_mm3_s"])
+    out = {"flow_method": flow.get("method"), "flow_q_mm3_s": float(flow["q_mm3_s"]), "flow_q_truth_mm3_s": q_true,
+           "flow_q_error_percent": 100.0 * (float(flow["q_mm3_s"]) / q_true - 1.0)}
+    secs = flow.get("dp_sections") or []
+    if len(secs) != 2:
+        return out
+    F = np.load(flow_npz_path)
+    t = np.concatenate(branches_t)
+    p = []
+    for sec in secs:
+        r = float(t[int(np.argmin(np.linalg.norm(t[:, :3] - np.asarray(sec["centre_mm"]), axis=1))), 3])
+        p.append(truth_section_pressure(F, sec["centre_mm"], sec["normal"], 1.6 * r))
+    dpt, dp = p[0] - p[1], float(flow["dp_pa"])
+    pa = float(flow.get("pa_mmhg", 93.0))
+    out.update({"flow_dp_pa": dp, "flow_dp_truth_pa": dpt, "flow_dp_error_percent": 100.0 * (dp / dpt - 1.0),
+                "flow_ffr": ffr(dp, pa), "flow_ffr_truth": ffr(dpt, pa),
+                "flow_ffr_abs_error": abs(ffr(dp, pa) - ffr(dpt, pa))})
     return out
