@@ -471,9 +471,17 @@ def _run_ray(todo: list[Job], out: Path, address: str | None, threads: int | Non
     per = max(int(threads or 1), 1)
     started = not ray.is_initialized()
     if started:
-        kw = {"address": address} if address else {"num_cpus": os.cpu_count() or 1}
-        ray.init(**kw, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        if address:  # a cluster (ray://… through Ray Client, or host:port on a node of it): its own settings
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            # "local": a new runtime for this batch, even where a `ray start` cluster runs on this machine
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
     try:
+        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if per > biggest:  # Ray would wait forever for a node that large
+            raise ManifestError(f"--threads {per}: no node of the Ray cluster has that many CPUs (the largest has "
+                                f"{biggest:g}); use --threads {int(biggest)} or fewer")
         task = ray.remote(num_cpus=per, max_retries=retries)(_ray_study)
         refs = {task.remote(j, str(out.resolve()), per, retries): j for j in todo}
         counts["running"] = min(len(refs), max(int(ray.cluster_resources().get("CPU", 1)) // per, 1))
