@@ -55,7 +55,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["numpy", "imageio", "tqdm", "tifffile", "pydicom", "scipy", "scikit-fem", "warp-lang",
                       "matplotlib", "trimesh",
-                      "scikit-image", "gmsh", "pypardiso", "meshio", "ray>=2.9"],
+                      "scikit-image", "gmsh", "pypardiso", "meshio", "ray[client]>=2.9"],
     ext_modules=modules,
     cmdclass=cmdclass,
     entry_points={"console_scripts": ["pinngs=pinngs.cli:main"]},

@@ -461,18 +461,41 @@ def run_cohort(jobs: list[Job], out: str | os.PathLike, *, executor: str = "ray"
     return collect(jobs, out)
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ConnectionError at once when nothing listens at a cluster address's host:port (Ray itself
+    would keep trying for minutes); "auto" and addresses without a port are left to Ray."""
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from None
+
+
 def _run_ray(todo: list[Job], out: Path, address: str | None, threads: int | None, retries: int, counts: dict,
              bar, finished) -> None:
     try:
         import ray
     except ImportError:
-        raise ManifestError("--executor ray needs Ray: pip install 'ray>=2.9' (or run with --executor local)") from None
+        raise ManifestError("--executor ray needs Ray: pip install 'ray[client]>=2.9' (or run with --executor local)") from None
     address = address or os.environ.get("RAY_ADDRESS")
     per = max(int(threads or 1), 1)
     started = not ray.is_initialized()
     if started:
         if address:  # a cluster (ray://… through Ray Client, or host:port on a node of it): its own settings
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            try:
+                _check_reachable(address)
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+                raise ManifestError(
+                    f"--address {address}: could not connect to the Ray cluster ({first}). Check that it runs "
+                    "(`ray status` on its head node) and that this address reaches it (ray://HEAD:10001 through "
+                    "Ray Client, HEAD:6379 from a node of the cluster); a cluster started by `ray start` uses "
+                    "token authentication: set RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN") from None
         else:
             # "local": a new runtime for this batch, even where a `ray start` cluster runs on this machine
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,

@@ -207,3 +207,28 @@ def test_simulated_cohort_end_to_end(tmp_path):
     assert all(float(x["dice"]) > 0.85 and x["true_severity"] != "" and x["flow_q_error_percent"] != ""
                for x in t.values())
     assert (tmp_path / "b" / "cohort.png").is_file()
+
+
+@pytest.mark.slow
+def test_batch_on_a_ray_cluster_by_address(cohort, tmp_path):
+    """The same batch sent to a running Ray cluster (`ray start --head`) by --address, both as a node
+    address and through Ray Client (ray://); an address with no cluster is one clear error."""
+    import shutil as sh
+
+    ray_bin = sh.which("ray") or str(Path(sys.executable).parent / "ray")
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,id\n{cohort / 'tube_a'},a\n{cohort / 'broken'},bad\n")
+    r = _cli(["batch", str(m), "-o", str(tmp_path / "none"), *FAST, "--address", "127.0.0.1:1"], env)
+    assert r.returncode == 2 and "could not connect to the Ray cluster" in r.stderr and "Traceback" not in r.stderr
+    up = subprocess.run([ray_bin, "start", "--head", "--port", "6391", "--ray-client-server-port", "10001",
+                         "--num-cpus", "2", "--disable-usage-stats", "--include-dashboard=false"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr[-800:]
+        for k, addr in enumerate(("127.0.0.1:6391", "ray://127.0.0.1:10001")):
+            r = _cli(["batch", str(m), "-o", str(tmp_path / f"o{k}"), *FAST, "--address", addr], env)
+            assert r.returncode == 1 and "1 of 2 studies done" in r.stdout, r.stderr[-800:]
+            assert _table(tmp_path / f"o{k}")["a"]["status"] == "ok"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
