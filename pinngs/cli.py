@@ -200,7 +200,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from .reconstruct import ReconstructError, reconstruct
 
     given = {"iters": args.iters, "checkpoint_every": args.checkpoint_every, "threads": _threads(args),
-             "device": args.device, "lumen_level": args.lumen_level}
+             "device": args.device, "lumen_level": args.lumen_level, "gate": args.gate}
     flow = "none" if args.no_flow else args.flow
     try:
         from .backend import resolve_device
@@ -238,7 +238,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
     opts = {"flow": "none" if args.no_flow else args.flow, "iters": args.iters, "seed": args.seed,
             "lumen_level": args.lumen_level, "pa_mmhg": args.pa_mmhg, "cfd_resolution": args.cfd_resolution,
-            "cfd_max_tets": args.cfd_max_tets, "device": args.device}
+            "cfd_max_tets": args.cfd_max_tets, "device": args.device, "gate": args.gate}
     try:
         jobs = read_manifest(args.manifest, opts)
         out = prepare_output(args.output, args.manifest)
@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the filled lumen's attenuation, which sets the lumen volume: read from the projections across "
                         "the vessel (projected), or the fitted field's density (density); auto: projected when no two "
                         "views are 60° or more apart (close views stretch the field in depth)")
+    r.add_argument("--gate", choices=("auto", "none", "end-diastole"), default="auto",
+                   help="ECG gating of the fit: auto fits only the frames near end-diastole (the R wave) when the "
+                        "study carries an ECG, R-wave pointers or trigger delays, every frame otherwise")
     r.add_argument("--threads", type=_int_in(0), default=0,
                    help="CPU threads for the fit, capped at the cores (0: every core; 1 is faster on a busy machine)")
     r.add_argument("--checkpoint-every", type=_int_in(1), default=50, help="fit steps between checkpoints, ≥ 1")
@@ -405,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cfd-resolution", type=_float_in(0.5, 8.0), default=2.0, help="CFD tetrahedra per radius")
     b.add_argument("--cfd-max-tets", type=_int_in(0), default=18000, help="cap on the CFD mesh (0: none)")
     b.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where each study's fit runs")
+    b.add_argument("--gate", choices=("auto", "none", "end-diastole"), default="auto",
+                   help="ECG gating of each fit (as in reconstruct)")
     b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("evaluate", help="compare a reconstruction with a simulator truth folder", formatter_class=fmt)

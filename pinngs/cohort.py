@@ -43,14 +43,15 @@ from .io.atomic import atomic_file, partial_dir
 
 MARKER = "batch.json"  # OUT/batch.json: what this batch folder is; OUT/<id>/batch.json: the study's outcome
 CHOICES = {"flow": ("pinn", "fem", "pinn-pure", "reduced", "none"), "lumen_level": ("auto", "projected", "density"),
-           "device": ("cpu", "cuda", "auto")}
+           "device": ("cpu", "cuda", "auto"), "gate": ("auto", "none", "end-diastole")}
 # the per-study options a manifest column (or the batch's command line) may set: name -> (type, lower bound)
 OPTIONS: dict[str, tuple[type, float | None]] = {
     "flow": (str, None), "iters": (int, 1), "seed": (int, 0), "lumen_level": (str, None), "pa_mmhg": (float, 0.0),
     "cfd_resolution": (float, 0.5), "cfd_max_tets": (int, 0), "allow_single_view": (bool, None), "device": (str, None),
+    "gate": (str, None),
 }
 DEFAULTS = {"flow": "pinn", "iters": 500, "seed": 0, "lumen_level": "auto", "pa_mmhg": 93.0, "cfd_resolution": 2.0,
-            "cfd_max_tets": 18000, "allow_single_view": False, "device": "cpu"}
+            "cfd_max_tets": 18000, "allow_single_view": False, "device": "cpu", "gate": "auto"}
 FAILPOINT_STUDY_ENV = "PINNGS_FAILPOINT_STUDY"  # fault tests: the failpoint applies to this study id only
 
 
@@ -235,7 +236,7 @@ def run_study(job: Job, out: str | os.PathLike, threads: int | None = None, retr
                     if resume:
                         print("   continuing from the checkpoint of an interrupted run", flush=True)
                     cfg = dataclasses.replace(FitConfig(seed=o["seed"]), iters=o["iters"], threads=threads or 0,
-                                              device=o["device"], lumen_level=o["lumen_level"])
+                                              device=o["device"], lumen_level=o["lumen_level"], gate=o["gate"])
                     fcfg = FlowConfig(n_per_radius=o["cfd_resolution"], max_tets=o["cfd_max_tets"] or None,
                                       pinn=PinnConfig(device=o["device"]))
                     stage = "reconstruct"

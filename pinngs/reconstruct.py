@@ -39,6 +39,7 @@ from .geometry import view_separation_deg
 from .io import StudyError, load_any_study
 from .io.atomic import OutputError, check_output, failpoint, partial_dir, replace_dir
 from .io.dicom import DicomError
+from .io.ecg import gate_study
 from .report import write_outputs
 from .units import PA_AORTIC_MMHG
 
@@ -116,6 +117,10 @@ def reconstruct(study_path: str | os.PathLike, out: str | os.PathLike, config: F
     except (StudyError, DicomError) as e:
         raise ReconstructError(str(e)) from None
     warnings = _check_views(study, allow_single_view)
+    try:  # "end-diastole" on a study without cardiac timing: refused before any work
+        gate_study(study, cfg.gate, cfg.gate_width)
+    except ValueError as e:
+        raise ReconstructError(f"--gate {cfg.gate}: {e}") from None
     if resume:
         _check_checkpoint_study(ckpt, study)
     elif work.exists():

@@ -321,6 +321,7 @@ def _report(tmp: Path, res, branches: list[np.ndarray], summary: dict, flow: Lum
     lines += [f"# pinngs reconstruction: {summary['study']}", "",
              f"- Views: {summary['n_views']} ({summary['mode']}), at most {summary['view_separation_deg']:.0f}° apart",
              f"- Targets: {summary['fit']['targets']['kind']} ({summary['fit']['n_targets']} images)",
+             *_gate_line(summary['fit'].get('gate') or {}),
              f"- Gaussians: {summary['n_gaussians']} (from {summary['fit']['n_init']} at initialisation)",
              f"- Data misfit (relative L2 over all targets): {summary['fit']['data_rel_l2']:.4f}",
              f"- Lumen level μ_c: {summary['lumen_level_per_mm']:.4f} mm⁻¹ (from the "
@@ -361,3 +362,14 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _gate_line(g: dict) -> list[str]:
+    """The report's line on ECG gating (none where the study had no cardiac timing)."""
+    if g.get("gate") == "end-diastole":
+        return [f"- ECG gating: end-diastole (±{g['width'] / 2:.2f} of a cycle around each R wave): {g['frames_kept']} of "
+                f"{g['frames']} frames fitted; {g['beats']} R waves, heart rate {g['heart_rate_bpm']:.0f} bpm "
+                f"({g['source']})"]
+    if g.get("source"):
+        return [f"- ECG gating: none ({g.get('reason', 'not requested')}); heart rate {g['heart_rate_bpm']:.0f} bpm"]
+    return []

@@ -50,6 +50,7 @@ from ..geometry import CArmView, pack_views, sample_image, view_separation_deg
 from ..io.study import Study
 from ..ops import VoxelGrid, project_gaussians, rasterize, voxelize
 from ..io.atomic import atomic_file, failpoint
+from ..io.ecg import gate_study
 from ..polyline import arc_length, tangents
 from ..render import nuisance_fit, render_views
 
@@ -100,6 +101,11 @@ class FitConfig:
     # (projected_lumen_level), "density" the field's mass-weighted median density (lumen_level), "auto"
     # projected where no two views are PROJECTED_LEVEL_BELOW_DEG or more apart, else density (fitted_lumen)
     lumen_level: LevelRule = "auto"
+    # ECG gating (io.ecg.gate_study): "auto" fits only the frames within gate_width / 2 of a cardiac cycle
+    # of an R wave (end-diastole) when the study carries cardiac timing (an ECG, R-wave pointers or
+    # trigger delays), all frames otherwise; "end-diastole" requires the timing; "none" never gates
+    gate: str = "auto"
+    gate_width: float = 0.2
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 0  # torch/OpenMP threads while fitting (0: every core; 1 on a busy machine); see fit_study
@@ -126,6 +132,10 @@ class FitConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: every core), got {self.threads}")
+        if self.gate not in ("auto", "none", "end-diastole"):
+            raise ValueError(f"gate must be 'auto', 'none' or 'end-diastole', got {self.gate!r}")
+        if not 0 < self.gate_width <= 1:
+            raise ValueError(f"gate_width must be in (0, 1] (a fraction of the cardiac cycle), got {self.gate_width}")
         if not self.init_disc_window_mm >= 0:
             raise ValueError(f"init_disc_window_mm must be >= 0 (0: no round-vessel prior), got "
                              f"{self.init_disc_window_mm}")
@@ -514,6 +524,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
          fingerprint: str | None = None) -> FitResult | None:
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
+    study, gate_info = gate_study(study, c.gate, c.gate_width)
     tg = targets_from_study(study, c.rot_keep)
     init_tg = tg
     if c.targets == "frames":
@@ -610,7 +621,7 @@ def _fit(study: Study, c: FitConfig, checkpoint, resume: bool, progress: bool, s
                            ref, c.targets == "frames" or study.mode == "rotational")
         rel = float(((img - ref) ** 2).sum().sqrt() / (ref ** 2).sum().sqrt())
     f = f.cpu()  # the result (and the files written from it) is on the CPU whatever the device
-    info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "n_gaussians": len(f), "n_init": n_init,
+    info = {"n_targets": V, "targets": tg.info, "targets_mode": c.targets, "gate": gate_info, "n_gaussians": len(f), "n_init": n_init,
             "seconds_init": t_init, "seconds_fit": t_fit, "steps": c.iters, "data_rel_l2": rel,
             "lumen_level_per_mm": mu_c, **levels, "config": asdict(c)}
     return FitResult(f, init_tg, mu_c, occ, origin, c.lumen_mm, history, info, branches)

@@ -13,6 +13,14 @@ Pixels are raw detector intensities. The mask is the frame(s) named by MaskSubtr
 MaskFrameNumbers (averaged), else the first frame; the study keeps the other frames and the log
 subtraction d = ln(I_mask) - ln(I) happens in ``Study.line_integrals``.
 
+Cardiac timing, where the run carries it (the first plane that does): the ECG of WaveformSequence
+(5400,0100) (its first channel, sensitivity applied; sample k at MultiplexGroupTimeOffset (0018,1068)
++ k / SamplingFrequency, taken relative to the plane's AcquisitionDateTime) into ``meta["ecg"]``; R
+waves from RWavePointer (0028,6040) (frame numbers) or from the enhanced multi-frame functional groups
+(PerFrameFunctionalGroupsSequence > CardiacSynchronizationSequence > NominalCardiacTriggerDelayTime
+(0020,9153): each frame's time since its R wave) into ``meta["cardiac"]["r_peaks_s"]``; HeartRate
+(0018,1088). ``io.ecg`` turns them into a cardiac phase per frame and gates the fit.
+
 Writing (``write_xa``) produces the same layout, so tests run on real DICOM files written by pydicom.
 Values are written as DICOM decimal strings (DS, 16 characters): geometry and times round-trip
 exactly when they fit that (the simulator's do), and to 1e-12 relative otherwise.
@@ -82,6 +90,51 @@ def _times_s(ds, n: int, path: Path) -> list[Decimal]:
         return [Decimal(0)]
     raise DicomError(f"{path}: missing required tag FrameTimeVector (0018,1065) or FrameTime (0018,1063) "
                      f"for a {n}-frame run")
+
+
+def _cardiac(ds, times: list[Decimal], path: Path) -> dict:
+    """The run's cardiac timing in its own clock (s from its first frame; module docstring): "ecg_t_s",
+    "ecg_signal", "ecg_source", "r_frames" (0-based frame indices), "r_peaks_s", "heart_rate_bpm";
+    only what it carries."""
+    out: dict = {}
+    if "WaveformSequence" in ds and len(ds.WaveformSequence):
+        w = ds.WaveformSequence[0]
+        try:
+            fs = float(w.SamplingFrequency)
+            sig = np.asarray(ds.waveform_array(0), float)
+            sig = sig[:, 0] if sig.ndim == 2 else sig
+            t0 = float(w.get("MultiplexGroupTimeOffset", 0.0) or 0.0) / 1000.0
+        except Exception as err:  # pydicom raises several types for inconsistent waveform data
+            raise DicomError(f"{path}: WaveformSequence (5400,0100) cannot be decoded ({err})") from None
+        if not fs > 0:
+            raise DicomError(f"{path}: SamplingFrequency (003A,001A) of the waveform is {fs}; it must be positive")
+        label = ""
+        try:
+            ch = w.ChannelDefinitionSequence[0].ChannelSourceSequence[0]
+            label = str(ch.get("CodeMeaning", "") or ch.get("CodeValue", ""))
+        except (AttributeError, IndexError):
+            pass
+        out.update(ecg_t_s=t0 + np.arange(len(sig)) / fs, ecg_signal=sig,
+                   ecg_source=f"ECG waveform{' (' + label + ')' if label else ''} of {path.name}")
+    if "RWavePointer" in ds and ds.RWavePointer not in (None, ""):
+        rw = ds.RWavePointer
+        out["r_frames"] = [int(x) - 1 for x in (rw if hasattr(rw, "__len__") else [rw])]
+        if any(not 0 <= k < len(times) for k in out["r_frames"]):
+            raise DicomError(f"{path}: RWavePointer (0028,6040) {[k + 1 for k in out['r_frames']]} names frames "
+                             f"outside 1..{len(times)}")
+    pf = ds.get("PerFrameFunctionalGroupsSequence")
+    if pf is not None and len(pf) == len(times):
+        r = []
+        for k, item in enumerate(pf):
+            cs = item.get("CardiacSynchronizationSequence")
+            if cs and "NominalCardiacTriggerDelayTime" in cs[0]:
+                r.append(float(times[k]) - float(cs[0].NominalCardiacTriggerDelayTime) / 1000.0)
+        if r:  # one R wave per beat: the frames of a beat agree to within a frame time
+            r = np.sort(np.asarray(r))
+            out["r_peaks_s"] = [float(g.mean()) for g in np.split(r, np.nonzero(np.diff(r) > 0.1)[0] + 1)]
+    if "HeartRate" in ds and ds.HeartRate not in (None, ""):
+        out["heart_rate_bpm"] = float(ds.HeartRate)
+    return out
 
 
 def _increments(ds, name: str, n: int, path: Path) -> list[float] | None:
@@ -162,7 +215,7 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike, force_merge: boo
         except ValueError:
             raise DicomError(f"{path}: AcquisitionDateTime (0008,002A) is not a DICOM DT: {acq!r}") from None
         planes.append(dict(path=path, pix=pix, geo=geo, a0=a0, b0=b0, da=da, db=db, mask=mask_idx,
-                           times=_times_s(ds, n, path), start=start,
+                           times=(times := _times_s(ds, n, path)), start=start, cardiac=_cardiac(ds, times, path),
                            ids={t: str(ds.get(t, "")) for t in IDENTITY_TAGS}))
     if not force_merge:
         for t in IDENTITY_TAGS:
@@ -197,7 +250,27 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike, force_merge: boo
         masks = {vi: p["pix"][p["mask"]].mean(0) for vi, p in enumerate(planes)}
     frames.sort(key=lambda f: f.t_s)
     mode = "rotational" if rotational else {1: "single", 2: "biplane"}.get(len(views), "multiview")
-    study = Study(views, frames, mode, "raw", masks, {"source": [str(p["path"]) for p in planes]})
+    meta = {"source": [str(p["path"]) for p in planes]}
+    offsets = [(Decimal(0) if t0 is None or p["start"] is None else
+                Decimal((p["start"] - t0).days * 86400 + (p["start"] - t0).seconds)
+                + Decimal((p["start"] - t0).microseconds) / Decimal(10**6)) for p in planes]
+    for p, off in zip(planes, offsets):  # the first plane that carries cardiac timing, in the study's clock
+        c, o = p["cardiac"], float(off)
+        if not c:
+            continue
+        if "ecg_t_s" in c:
+            meta["ecg"] = {"t_s": [o + float(x) for x in c["ecg_t_s"]], "signal": [float(x) for x in c["ecg_signal"]],
+                           "source": c["ecg_source"]}
+        r, src = None, None
+        if c.get("r_frames"):
+            r, src = [o + float(p["times"][k]) for k in c["r_frames"]], f"RWavePointer (0028,6040) of {p['path'].name}"
+        elif c.get("r_peaks_s"):
+            r, src = [o + x for x in c["r_peaks_s"]], f"NominalCardiacTriggerDelayTime (0020,9153) of {p['path'].name}"
+        if r is not None or "heart_rate_bpm" in c:
+            meta["cardiac"] = {k: v for k, v in (("r_peaks_s", r), ("source", src),
+                                                 ("heart_rate_bpm_tag", c.get("heart_rate_bpm"))) if v is not None}
+        break
+    study = Study(views, frames, mode, "raw", masks, meta)
     try:
         study.validate("read_xa")
     except StudyError as err:
@@ -283,8 +356,36 @@ def write_xa(study: Study, folder: str | os.PathLike, i0: float = 16000.0) -> li
             inc_b = ["0"] + [inc(study.views[study.frames[k].view].secondary_deg, base_b) for k in idx]
             ds.PositionerPrimaryAngleIncrement = inc_a
             ds.PositionerSecondaryAngleIncrement = inc_b
+        ecg = (study.meta or {}).get("ecg")
+        if g == 0 and ecg and ecg.get("t_s") is not None:
+            ds.WaveformSequence = Sequence([_ecg_item(ecg, float(times[0]))])
         ds.PixelData = arr.tobytes()
         path = out / (f"plane_{g}.dcm" if study.mode != "rotational" else "rotational.dcm")
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         written.append(path)
     return written
+
+
+def _ecg_item(ecg: dict, plane_start_s: float):
+    """A WaveformSequence item holding ``ecg`` ({"t_s", "signal"} in mV, evenly sampled), its first
+    sample MultiplexGroupTimeOffset ms after the plane's first frame (at ``plane_start_s``)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    t, x = np.asarray(ecg["t_s"], float), np.asarray(ecg["signal"], float)
+    fs = 1.0 / float(np.median(np.diff(t)))
+    sens = max(float(np.abs(x).max()), 1e-9) / 30000.0  # mV per count: int16 with headroom
+    w = Dataset()
+    w.WaveformOriginality, w.NumberOfWaveformChannels, w.NumberOfWaveformSamples = "ORIGINAL", 1, len(x)
+    w.SamplingFrequency = _ds(round(fs, 6))
+    w.MultiplexGroupTimeOffset = _ds(round((t[0] - plane_start_s) * 1000.0, 6))
+    w.WaveformBitsAllocated, w.WaveformSampleInterpretation = 16, "SS"
+    ch, src, units = Dataset(), Dataset(), Dataset()
+    src.CodeValue, src.CodingSchemeDesignator, src.CodeMeaning = "5.6.3-9-2", "SCPECG", "Lead II"
+    units.CodeValue, units.CodingSchemeDesignator, units.CodeMeaning = "mV", "UCUM", "millivolt"
+    ch.ChannelSourceSequence, ch.ChannelSensitivityUnitsSequence = Sequence([src]), Sequence([units])
+    ch.ChannelSensitivity, ch.ChannelSensitivityCorrectionFactor = _ds(sens), "1"
+    ch.ChannelBaseline, ch.WaveformBitsStored = "0", 16
+    w.ChannelDefinitionSequence = Sequence([ch])
+    w.WaveformData = np.rint(x / sens).astype("<i2").tobytes()
+    return w
