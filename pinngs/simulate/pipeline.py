@@ -20,6 +20,7 @@ from ..geometry import CArmView
 from ..io.study import AtomicFolder, Frame, Study, write_study_files
 from ..units import PA_PER_MMHG
 from .flowfield import FlowTruth, axisymmetric_fem, centerline_poiseuille, tet_fem
+from .motion import CardiacMotion, splat
 from .presets import Preset
 from .transport import concentration, fill_unreached, travel_time
 
@@ -39,6 +40,8 @@ class Simulation:
     tau_flow: np.ndarray  # arrival time on the flow grid (s), inf where contrast never arrives
     centerline: np.ndarray  # [P, 4] X, Y, Z, R
     summary: dict
+    # cardiac motion: frame_times_s [F] and centerline_displacement_mm [F, P, 3] (truth/motion.npz)
+    motion_arrays: dict | None = None
 
 
 def _views(pre: Preset, extent_mm: float) -> tuple[list[CArmView], list[tuple[int, float]]]:
@@ -95,11 +98,23 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
     times = sorted({t for _, t in frame_list})
     images: dict[tuple[int, float], np.ndarray] = {}
     occ_in = occ[idx]
-    mu = np.zeros(lshape, np.float32)
+    motion = CardiacMotion(**pre.motion) if pre.motion else None
+    if motion is None:
+        plo, pshape = lo, lshape
+    else:  # the moving lumen is splatted onto a grid padded by its largest displacement
+        pad = int(np.ceil((motion.max_displacement_mm() + 0.5) / lumen_mm))
+        plo, pshape = lo - pad * lumen_mm, tuple(n + 2 * pad for n in lshape)
+        centre = 0.5 * np.add(*ph.bounds_mm(0.0))
+        axis = ph.axis_dir if ph.axis_dir is not None else ph.branches[0].points_mm[-1] - ph.branches[0].points_mm[0]
+    mu = np.zeros(pshape, np.float32)
     for t in tqdm(times, desc="frames", unit="frame", leave=False, disable=not progress):
         vis = [v for v, tt in frame_list if tt == t]
-        mu[idx] = pre.mu_peak_per_mm * occ_in * concentration(tau, t, pre.bolus)
-        proj = project_volume(mu, lo, (lumen_mm,) * 3, [views[v] for v in vis])
+        vals = pre.mu_peak_per_mm * occ_in * concentration(tau, t, pre.bolus)
+        if motion is None:
+            mu[idx] = vals
+        else:
+            mu = splat(vals, pts + motion.displacement(pts, t, centre, axis), plo, lumen_mm, pshape)
+        proj = project_volume(mu, plo, (lumen_mm,) * 3, [views[v] for v in vis])
         for v, img in zip(vis, proj):
             images[(v, t)] = img
     steps.update()
@@ -109,8 +124,20 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
     steps.update()
     steps.close()
     mode = pre.acquisition.mode
-    study = Study(views, frames, mode, "line_integral",
-                  meta={"simulated": True, "preset": pre.name, "seed": seed, "description": pre.description})
+    meta = {"simulated": True, "preset": pre.name, "seed": seed, "description": pre.description}
+    motion_truth = None
+    if motion is not None:
+        t_ecg, lead = motion.ecg(min(times) - 0.5, max(times) + 0.5, rng=rng)
+        meta["ecg"] = {"t_s": [round(float(x), 6) for x in t_ecg], "signal": [round(float(x), 5) for x in lead],
+                       "source": "simulated lead II"}
+        cl = ph.centerline_table()
+        motion_truth = {**motion.as_dict(), "r_waves_s": motion.r_waves(min(times) - 0.5, max(times) + 0.5).tolist(),
+                        "reference": "end-diastole (the R waves): truth/lumen.npz, centerline.csv, flow.npz",
+                        "frame_times_s": times,
+                        "centerline_displacement_mm": np.stack([motion.displacement(cl[:, :3], t, centre, axis)
+                                                                for t in times]),
+                        "centre_mm": centre.tolist(), "axis": (np.asarray(axis) / np.linalg.norm(axis)).tolist()}
+    study = Study(views, frames, mode, "line_integral", meta=meta)
     study.validate(f"simulate({pre.name})")
     summary = {
         "preset": pre.name, "seed": seed, "description": pre.description, "flow_model": flow.model,
@@ -127,8 +154,13 @@ def simulate(pre: Preset, seed: int = 0, lumen_mm: float = 0.1, flow_mm: float =
         "lumen_voxels_filled_by_mixing": n_fill, "lumen_voxels": int(len(pts)),
         "grids": {"lumen_mm": lumen_mm, "lumen_shape": list(lshape), "flow_mm": flow_mm, "flow_shape": list(fshape)},
         "flow_info": flow.info, "n_frames": len(frames), "n_views": len(views), "mode": mode,
+        "motion": None if motion_truth is None else {k: v for k, v in motion_truth.items()
+                                                      if k != "centerline_displacement_mm"},
     }
-    return Simulation(pre, seed, study, flow, fo, flow_mm, occ, lo, lumen_mm, tau_flow, ph.centerline_table(), summary)
+    arrays = None if motion_truth is None else {"frame_times_s": np.asarray(times),
+                                                "centerline_displacement_mm": motion_truth["centerline_displacement_mm"]}
+    return Simulation(pre, seed, study, flow, fo, flow_mm, occ, lo, lumen_mm, tau_flow, ph.centerline_table(), summary,
+                      arrays)
 
 
 def flow_grid_arrival(tau: np.ndarray, idx: tuple, lshape, lumen_mm: float, lumen_origin, vel: np.ndarray,
@@ -179,6 +211,10 @@ def write_simulation(sim: Simulation, folder: str | Path, overwrite: bool = Fals
                             spacing_mm=sim.flow_mm, bolus=json.dumps(sim.summary["bolus"]),
                             note="c(x, t) = gamma_variate(t - arrival_time_s, **bolus); inf = never reached")
         (t / "truth.json").write_text(json.dumps(sim.summary, indent=1, default=float))
+        if sim.motion_arrays is not None:  # the per-frame displaced lumen: x + d(x, t) (simulate.motion)
+            np.savez_compressed(t / "motion.npz", **sim.motion_arrays,
+                                note="truth/centerline.csv points displaced at each frame time; the lumen and the "
+                                     "flow move with pinngs.simulate.motion.CardiacMotion(**truth.json motion)")
         _preview(sim, tmp / "preview.png")
     return Path(folder)
 

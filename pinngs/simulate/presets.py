@@ -43,6 +43,9 @@ class Preset:
     mu_peak_per_mm: float = 0.06  # attenuation of undiluted contrast in the lumen
     noise: dict = field(default_factory=lambda: {"photons_per_pixel": 2e4, "blur_sigma_px": 0.7,
                                                  "residual_amp": 0.005})
+    # cardiac motion (simulate.motion.CardiacMotion's fields), None: a static vessel; with it the study
+    # carries a synthetic ECG and the truth is the end-diastolic geometry
+    motion: dict | None = None
 
 
 BIPLANE = ((-30.0, 10.0), (60.0, -5.0))
@@ -66,6 +69,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            lambda: straight_vessel("stenosis50", severity=0.5),
            Acquisition("rotational", secondary_deg=5.0), flow="fem",
            bolus={"t0_s": 0.2, "alpha": 3.0, "beta_s": 0.5}),
+    Preset("stenosis50-motion-biplane", "the 50 % stenosis of stenosis50-biplane moving with the heart (5 mm at 72 "
+           "bpm, bending 1 mm), with its ECG: the motion factor of coronary realism alone",
+           lambda: straight_vessel("stenosis50", severity=0.5), Acquisition("biplane", BIPLANE), flow="fem",
+           motion={"amplitude_mm": 5.0, "heart_rate_bpm": 72.0, "bend_mm": 1.0}),
     Preset("aneurisk-4view", "real ICA centerline (AneuRisk C0015, 40 mm), 4-view cine (3D tetrahedral Navier-Stokes)",
            lambda: aneurisk_vessel(DATA / "aneurisk" / "C0015_centerlines.csv", branch=0, length_mm=40.0,
                                    name="aneurisk_C0015"), Acquisition("multiview", FOUR), flow="tet"),
