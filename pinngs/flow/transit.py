@@ -24,6 +24,13 @@ closed form per curve (variable projection), and (t0, α, β, Q per branch) by n
 squares (scipy), then once more with each view weighted by 1 / the RMS of its residuals
 (``fit_transit(view_weights=True)``). A plug-flow model (c̄ = c_in(t − V/Q)) is available for comparison.
 
+Moving vessels (a study with cardiac timing, ``io.ecg.cardiac_info``): the centerline is the gated,
+end-diastolic one, and the heart moves the vessel by millimetres in the other frames. Each cine
+frame is then first aligned to the centerline by a 2D shift (``frame_shifts``: the shift that
+maximises the frame's line integral along the projected centerline), and the strips are sampled at
+the shifted positions. A frame whose best shift does not stand out (little contrast yet) takes the
+median shift of the aligned frames at the same cardiac phase. Static studies are not shifted.
+
 Known limits: on a tortuous real vessel (AneuRisk C0015) the residual is high and Q depends on the
 centerline and on where it starts (the model has no volume upstream of its first point); Q's
 confidence follows the residual. Measurements: docs/decisions.md, "Transit flow rate: ..." sections.
@@ -59,6 +66,7 @@ class Curves:
     values: list[np.ndarray]  # M arrays [F_v] strip integrals (line integral · px)
     parents: list[int]  # per branch
     branch_volume_mm3: list[float]  # total volume of each branch
+    motion: list[dict] = field(default_factory=list)  # per cine view, the frame shifts (moving vessels)
 
 
 def section_areas(branches: list[np.ndarray], occ: np.ndarray, origin_mm, spacing_mm: float) -> list[np.ndarray]:
@@ -122,12 +130,14 @@ SWEEP_MIN_FRAMES = 8  # a rotational sweep's curve needs this many frames where 
 def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: float = 0.5,
                           strip_radii: float = 1.8, min_foreshortening: float = 0.5,
                           end_margin_radii: float = 1.0, areas_mm2: list[np.ndarray] | None = None,
-                          band_px: float = 4.0) -> Curves:
+                          band_px: float = 4.0, motion: bool | None = None) -> Curves:
     """Strip-integral curves along each branch in each view (see the module docstring).
 
     branches: [P, 4] X, Y, Z, R (mm) per branch, as from extract_centerline / centerline.csv.
     areas_mm2: [P] cross-section area per branch point (section_areas); π R² if None.
     band_px: width of the background bands either side of the strip (pixels).
+    motion: align each cine frame to the centerline first (module docstring); None: when the study
+        carries cardiac timing.
 
     Cine views (at least 4 frames each) give one curve per point and view. Frames of views with
     fewer than 4 frames (a rotational sweep: one frame per angle) are pooled into one curve per
@@ -176,6 +186,12 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
 
     frame_view = np.array([f.view for f in study.frames])
     frame_t = np.array([f.t_s for f in study.frames])
+    from ..io.ecg import cardiac_info, cardiac_phase
+
+    card = cardiac_info(study)
+    moving = card is not None if motion is None else bool(motion)
+    phase = cardiac_phase(frame_t, card["r_peaks_s"]) if card is not None else None
+    shift_info: list[dict] = []
     n_per_view = np.bincount(frame_view, minlength=len(study.views))
     for vi, view in enumerate(study.views):
         if n_per_view[vi] < 4:
@@ -183,11 +199,16 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
         fidx = np.nonzero(frame_view == vi)[0]
         order = fidx[np.argsort(frame_t[fidx])]
         stack = np.stack([images[i] for i in order])  # [F, H, W]
+        shifts = np.zeros((len(order), 2))
+        if moving:
+            shifts = frame_shifts(stack, view.project(allc["pts"]), phase[order] if phase is not None else None)
+            shift_info.append({"view": vi, "median_px": float(np.median(np.linalg.norm(shifts, axis=1))),
+                               "max_px": float(np.linalg.norm(shifts, axis=1).max())})
         for bi, smp in enumerate(samples):
             if smp is None:
                 continue
             for k, uv_s, split, _gain in _strips(view, smp, bi, allc, **opts):
-                prof = np.stack([sample_image(img, uv_s) for img in stack])  # [F, S]
+                prof = np.stack([sample_image(img, uv_s + d) for img, d in zip(stack, shifts)])  # [F, S]
                 add(bi, k, vi, frame_t[order], _strip_sum(prof, *split))
     # rotational sweep: pool the frames of views with fewer than 4 frames, one curve per point
     sweep = [int(f) for f in np.argsort(frame_t, kind="stable") if n_per_view[frame_view[f]] < 4]
@@ -212,7 +233,43 @@ def time_intensity_curves(study: Study, branches: list[np.ndarray], step_mm: flo
                          f"{SWEEP_MIN_FRAMES} sweep frames)")
     bvol = [float(s[4][-1]) if s is not None else 0.0 for s in samples]
     return Curves(np.array(rows["branch"]), np.array(rows["volume"]), np.array(rows["arc"]), np.array(rows["view"]),
-                  rows["t"], rows["values"], parents, bvol)
+                  rows["t"], rows["values"], parents, bvol, shift_info)
+
+
+def frame_shifts(stack: np.ndarray, uv: np.ndarray, phase: np.ndarray | None = None, max_px: float = 40.0,
+                 min_contrast: float = 6.0) -> np.ndarray:
+    """[F, 2] (col, row) shift of each frame [F, H, W] that best aligns it with the projected
+    centerline ``uv`` [P, 2]: the shift δ maximising Σ_p L_f(uv_p + δ), searched on a 2-px grid within
+    ``max_px`` and refined to 0.25 px. A frame whose best score is less than ``min_contrast`` robust
+    standard deviations above the median over the search grid (no vessel to align yet) takes the
+    median shift of the aligned frames within 0.05 of a cycle of its cardiac ``phase`` (the nearest in
+    phase where none is), or no shift without phases or aligned frames."""
+    F = len(stack)
+    coarse = np.arange(-max_px, max_px + 1e-9, 2.0)
+    grid = np.stack(np.meshgrid(coarse, coarse, indexing="ij"), -1).reshape(-1, 2)  # [G, 2]
+    pts = (uv[None, :, :] + grid[:, None, :]).reshape(-1, 2)
+    out, ok = np.zeros((F, 2)), np.zeros(F, bool)
+    for f in range(F):
+        sc = sample_image(stack[f], pts).reshape(len(grid), -1).sum(1)
+        med = float(np.median(sc))
+        mad = float(np.median(np.abs(sc - med))) * 1.4826 + 1e-12
+        best = grid[int(np.argmax(sc))]
+        if (sc.max() - med) / mad < min_contrast:
+            continue
+        fine = np.arange(-2.0, 2.0 + 1e-9, 0.25)
+        g2 = best + np.stack(np.meshgrid(fine, fine, indexing="ij"), -1).reshape(-1, 2)
+        sc2 = sample_image(stack[f], (uv[None] + g2[:, None]).reshape(-1, 2)).reshape(len(g2), -1).sum(1)
+        out[f], ok[f] = g2[int(np.argmax(sc2))], True
+    if ok.all() or not ok.any():
+        return out
+    for f in np.nonzero(~ok)[0]:
+        if phase is None:
+            continue
+        dphi = np.abs(phase[ok] - phase[f])
+        dphi = np.minimum(dphi, 1.0 - dphi)
+        near = dphi <= 0.05
+        out[f] = np.median(out[ok][near], axis=0) if near.any() else out[ok][int(np.argmin(dphi))]
+    return out
 
 
 def _strips(view, smp, bi: int, allc: dict, strip_radii: float, min_foreshortening: float, band_px: float):
