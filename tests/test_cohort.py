@@ -232,3 +232,18 @@ def test_batch_on_a_ray_cluster_by_address(cohort, tmp_path):
             assert _table(tmp_path / f"o{k}")["a"]["status"] == "ok"
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_cohort_table_as_csv_and_parquet(tmp_path):
+    """cohort.csv always (columns in a fixed order, then the rest as they come); cohort.parquet with
+    the same rows where pyarrow is installed."""
+    from pinngs.cohort import write_table
+
+    rows = [{"id": "a", "status": "ok", "dice": 0.9, "q_mm3_s": 1000.0, "lesion1_ffr": 0.8},
+            {"id": "b", "status": "failed", "error": "ReconstructError: x"}]
+    write_table(rows, tmp_path)
+    t = _table(tmp_path)
+    assert list(t["a"])[:4] == ["id", "status", "error", "q_mm3_s"] and t["b"]["lesion1_ffr"] == ""
+    pq = pytest.importorskip("pyarrow.parquet")
+    back = pq.read_table(tmp_path / "cohort.parquet").to_pylist()
+    assert back[0]["dice"] == 0.9 and back[1]["error"] == "ReconstructError: x" and back[1]["dice"] is None
