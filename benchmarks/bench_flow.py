@@ -71,7 +71,7 @@ def wss_truth_and(truth: Truth, flow, n: int = 4000) -> dict:
 
 
 def vs_truth(flow, truth: Truth, q_true: float) -> dict:
-    from pinngs.flow.reduced import ffr
+    from pinngs.laws import ffr
 
     u = flow.velocity_mm_s(truth.pts)
     dp, dpt = float(flow.dp["dp_pa"]), truth_dp(truth, flow)

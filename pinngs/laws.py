@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import jv
 
-from .units import MU_BLOOD_PA_S, RHO_BLOOD_G_MM3
+from .units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG, RHO_BLOOD_G_MM3
 
 _I32 = np.exp(0.75j * np.pi)  # i^{3/2}
 
@@ -103,3 +103,10 @@ def gamma_variate(t_s, t0_s: float = 0.2, alpha: float = 3.0, beta_s: float = 0.
         x = np.where(t > 0, t / (alpha * beta_s), 0.0)
         c = np.where(t > 0, x ** alpha * np.exp(alpha * (1.0 - x)), 0.0)
     return np.nan_to_num(c, nan=0.0, posinf=0.0)
+
+
+def ffr(dp_pa: float, pa_mmhg: float = PA_AORTIC_MMHG) -> float:
+    """FFR ≈ (Pa − ΔP) / Pa with the mean aortic pressure Pa (default 93 mmHg, DESIGN.md §5)."""
+    if not pa_mmhg > 0:
+        raise ValueError(f"Pa must be positive, got {pa_mmhg} mmHg")
+    return (pa_mmhg - dp_pa / PA_PER_MMHG) / pa_mmhg

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from pinngs.flow.reduced import ffr, reduced_order_dp
+from pinngs.flow.reduced import reduced_order_dp
+from pinngs.laws import ffr
 from pinngs.laws import young_tsai_dp_pa
 from pinngs.units import MU_BLOOD_PA_S as MU_BLOOD
 from pinngs.units import PA_PER_MMHG as MMHG_PA

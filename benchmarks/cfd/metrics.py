@@ -12,7 +12,7 @@ All arrays are over the reference's lumen points: velocity [N, 3] (mm/s), pressu
 * pressure nRMSE    : the same on p - mean(p) against p_ref - mean(p_ref) (HFM: pressure is known only
                       up to a constant, so its mean is removed before comparing).
 * ΔP error %        : 100 (ΔP / ΔP_ref - 1).
-* FFR abs. error    : |FFR(ΔP) - FFR(ΔP_ref)|, FFR = (Pa - ΔP)/Pa (pinngs.flow.reduced.ffr).
+* FFR abs. error    : |FFR(ΔP) - FFR(ΔP_ref)|, FFR = (Pa - ΔP)/Pa (pinngs.laws.ffr).
 * flow-rate error % : 100 (Q / Q_ref - 1).
 """
 from __future__ import annotations
@@ -57,14 +57,14 @@ def percent_error(x: float, x_ref: float) -> float:
 
 
 def ffr_abs_error(dp_pa: float, dp_ref_pa: float, pa_mmhg: float) -> float:
-    from pinngs.flow.reduced import ffr
+    from pinngs.laws import ffr
 
     return float(abs(ffr(dp_pa, pa_mmhg) - ffr(dp_ref_pa, pa_mmhg)))
 
 
 def all_metrics(u, p, u_ref, p_ref, dp_pa, dp_ref_pa, q_mm3_s, q_ref_mm3_s, pa_mmhg: float) -> dict:
     """The five figures of issue 6 (None where a method gives no field, e.g. Young–Tsai)."""
-    from pinngs.flow.reduced import ffr
+    from pinngs.laws import ffr
 
     return {
         "velocity_rel_l2": None if u is None else velocity_rel_l2(u, u_ref),

@@ -66,7 +66,7 @@ def section_mean(sample, points_mm: np.ndarray, weights_mm2: np.ndarray) -> floa
 def run_pinngs(case, pre, ref, cache: Path, log=print) -> tuple[dict, dict]:
     """(row, figure arrays) for the product's flow estimate on the preset's simulated DSA against
     ``ref`` (may be None: reference pending, then only Q, ΔP values and timings are reported)."""
-    from pinngs.flow.reduced import ffr
+    from pinngs.laws import ffr
     from pinngs.io import load_any_study
 
     sim, rec, prep = prepare(pre, cache, log)

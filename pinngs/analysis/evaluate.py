@@ -198,7 +198,7 @@ def truth_section_pressure(flow_npz: dict, centre_mm, normal, radius_mm: float, 
 def flow_metrics(flow: dict, truth: dict, flow_npz_path: Path, branches_t: list[np.ndarray]) -> dict:
     """The reconstruction's flow (its summary's ``flow``) against the simulator's truth (module
     docstring); empty when the reconstruction has no flow figures."""
-    from ..flow.reduced import ffr
+    from ..laws import ffr
 
     if flow.get("q_mm3_s") is None or flow.get("dp_pa") is None:
         return {}

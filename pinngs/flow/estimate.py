@@ -46,7 +46,7 @@ from ..polyline import arc_length, disc_points, tangents
 from ..units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG
 from .lesions import YT_MIN_PERCENT, confirm_by_area, lesion_dp, lesion_jet_weight
 from .network import DAUGHTER_SPLIT, Daughters, Domain, check_daughters, poiseuille_guess, split_flows
-from .reduced import ffr
+from ..laws import ffr
 from .transit import TransitFit, fit_transit, section_areas, time_intensity_curves, upstream_of_lesions
 
 METHOD = "reduced"  # what this estimator is, as named in summary.json: transit Q, Poiseuille + Young–Tsai

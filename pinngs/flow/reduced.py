@@ -19,7 +19,7 @@ import numpy as np
 
 from ..laws import young_tsai_dp_pa
 from ..polyline import arc_length
-from ..units import MU_BLOOD_PA_S, PA_AORTIC_MMHG, PA_PER_MMHG, RHO_BLOOD_G_MM3
+from ..units import MU_BLOOD_PA_S, RHO_BLOOD_G_MM3
 
 
 def reduced_order_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, lesions: list[dict],
@@ -58,8 +58,3 @@ def reduced_order_dp(branch: np.ndarray, area_mm2: np.ndarray, q_mm3_s: float, l
     return {"dp_pa": viscous + sum(x["dp_pa"] for x in yt), "viscous_pa": viscous, "lesions_pa": yt}
 
 
-def ffr(dp_pa: float, pa_mmhg: float = PA_AORTIC_MMHG) -> float:
-    """FFR ≈ (Pa − ΔP) / Pa with the mean aortic pressure Pa (default 93 mmHg, DESIGN.md §5)."""
-    if not pa_mmhg > 0:
-        raise ValueError(f"Pa must be positive, got {pa_mmhg} mmHg")
-    return (pa_mmhg - dp_pa / PA_PER_MMHG) / pa_mmhg
