@@ -170,8 +170,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     if args.list or not args.preset:
         if not args.list:
             raise UserError("simulate needs a PRESET (see `pinngs simulate --list`)")
+        w = max(len(n) for n in PRESETS) + 1
         for p in PRESETS.values():
-            print(f"{p.name:24s} {p.description}")
+            print(f"{p.name:{w}s} {p.description}")
         return
     if args.output is None:
         raise UserError("simulate needs an output folder: -o DIR")
