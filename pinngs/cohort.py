@@ -267,11 +267,6 @@ def run_study(job: Job, out: str | os.PathLike, threads: int | None = None, retr
     return doc
 
 
-def _ray_study(job: Job, out: str, threads: int | None, retries: int) -> dict:
-    """The Ray task: ``run_study`` with this task's threads."""
-    return run_study(job, out, threads, retries)
-
-
 # ------------------------------------------------------------------------------------------------
 # the cohort table and figure
 TABLE_FIRST = ["id", "status", "error", "study", "method", "flow_status", "mode", "n_views", "view_separation_deg",
@@ -506,7 +501,7 @@ def _run_ray(todo: list[Job], out: Path, address: str | None, threads: int | Non
         if per > biggest:  # Ray would wait forever for a node that large
             raise ManifestError(f"--threads {per}: no node of the Ray cluster has that many CPUs (the largest has "
                                 f"{biggest:g}); use --threads {int(biggest)} or fewer")
-        task = ray.remote(num_cpus=per, max_retries=retries)(_ray_study)
+        task = ray.remote(num_cpus=per, max_retries=retries)(run_study)
         refs = {task.remote(j, str(out.resolve()), per, retries): j for j in todo}
         counts["running"] = min(len(refs), max(int(ray.cluster_resources().get("CPU", 1)) // per, 1))
         bar.set_postfix(counts)

@@ -69,8 +69,13 @@ def disc_points(branch: np.ndarray, arc_mm: float, radius_mm: float, h_mm: float
     b = np.asarray(branch, float)
     s = arc_length(b[:, :3])
     c = np.array([np.interp(arc_mm, s, b[:, j]) for j in range(3)])
-    t = tangents(b[:, :3])[int(np.argmin(np.abs(s - arc_mm)))]
-    u, w = plane_basis(t)
+    return disc_at(c, tangents(b[:, :3])[int(np.argmin(np.abs(s - arc_mm)))], radius_mm, h_mm)
+
+
+def disc_at(centre_mm, normal, radius_mm: float, h_mm: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``disc_points`` for a disc given by its centre [3] and unit normal [3] (mm)."""
+    c = np.asarray(centre_mm, float)
+    u, w = plane_basis(np.asarray(normal, float))
     g = np.arange(-radius_mm, radius_mm + 1e-9, h_mm)
     X, Y = np.meshgrid(g, g, indexing="ij")
     disc = X * X + Y * Y <= radius_mm * radius_mm

@@ -178,14 +178,10 @@ def evaluate(recon_dir: str | Path, truth_dir: str | Path, n_surface_points: int
 def truth_section_pressure(flow_npz: dict, centre_mm, normal, radius_mm: float, h_mm: float = 0.05) -> float:
     """Area mean of the truth's pressure (Pa) over a disc (centre, unit normal, radius; mm), its
     points outside the truth's fluid (NaN pressure) left out."""
-    from ..polyline import plane_basis
+    from ..polyline import disc_at
 
     c, n = np.asarray(centre_mm, float), np.asarray(normal, float)
-    u, w = plane_basis(n / np.linalg.norm(n))
-    g = np.arange(-radius_mm, radius_mm + 1e-9, h_mm)
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    disc = X * X + Y * Y <= radius_mm * radius_mm
-    pts = c + X[disc][:, None] * u + Y[disc][:, None] * w
+    pts, _ = disc_at(c, n / np.linalg.norm(n), radius_mm, h_mm)
     P = flow_npz["pressure_pa"]
     ijk = ((pts - np.asarray(flow_npz["origin_mm"], float)) / float(np.asarray(flow_npz["spacing_mm"]).flat[0])).T
     pv = map_coordinates(np.nan_to_num(P, nan=0.0), ijk, order=1)

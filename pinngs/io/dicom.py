@@ -137,6 +137,11 @@ def _cardiac(ds, times: list[Decimal], path: Path) -> dict:
     return out
 
 
+def _seconds(dtm: _dt.timedelta) -> Decimal:
+    """A timedelta in seconds, exactly."""
+    return Decimal(dtm.days * 86400 + dtm.seconds) + Decimal(dtm.microseconds) / Decimal(10**6)
+
+
 def _increments(ds, name: str, n: int, path: Path) -> list[float] | None:
     if name not in ds or ds[name].value in (None, ""):
         return None
@@ -230,11 +235,8 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike, force_merge: boo
     if rotational and len(planes) != 1:
         raise DicomError("read_xa: a rotational run must be read on its own (one file)")
     views, frames = [], []
-    for p in planes:
-        off = Decimal(0)
-        if t0 is not None and p["start"] is not None:
-            dtm = p["start"] - t0
-            off = Decimal(dtm.days * 86400 + dtm.seconds) + Decimal(dtm.microseconds) / Decimal(10**6)
+    offsets = [Decimal(0) if t0 is None or p["start"] is None else _seconds(p["start"] - t0) for p in planes]
+    for p, off in zip(planes, offsets):
         keep = [k for k in range(len(p["pix"])) if k not in p["mask"]]
         if not rotational:
             views.append(CArmView(p["a0"], p["b0"], **p["geo"]))
@@ -251,9 +253,6 @@ def read_xa(paths: list[str | os.PathLike] | str | os.PathLike, force_merge: boo
     frames.sort(key=lambda f: f.t_s)
     mode = "rotational" if rotational else {1: "single", 2: "biplane"}.get(len(views), "multiview")
     meta = {"source": [str(p["path"]) for p in planes]}
-    offsets = [(Decimal(0) if t0 is None or p["start"] is None else
-                Decimal((p["start"] - t0).days * 86400 + (p["start"] - t0).seconds)
-                + Decimal((p["start"] - t0).microseconds) / Decimal(10**6)) for p in planes]
     for p, off in zip(planes, offsets):  # the first plane that carries cardiac timing, in the study's clock
         c, o = p["cardiac"], float(off)
         if not c:
