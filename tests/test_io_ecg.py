@@ -139,3 +139,13 @@ def test_reconstruct_reports_the_gate_and_refuses_a_gate_it_cannot_apply(tube_ci
     assert "ECG gating: end-diastole" in (tmp_path / "r" / "report.md").read_text()
     assert main(["reconstruct", str(tmp_path / "plain"), "-o", str(tmp_path / "r2"), "--gate", "end-diastole"]) == 2
     assert not (tmp_path / "r2").exists() and not (tmp_path / ".r2.partial").exists()
+
+
+def test_a_malformed_ecg_in_a_study_is_one_clear_error(tube_cine, tmp_path):
+    from pinngs.cli import main
+    from pinngs.io.study import save_study
+
+    bad = dataclasses.replace(tube_cine[0], meta={"ecg": {"t_s": [0.0, 0.1, 0.2], "signal": [1.0, 2.0]}})
+    save_study(bad, tmp_path / "s")
+    assert main(["reconstruct", str(tmp_path / "s"), "-o", str(tmp_path / "r"), "--flow", "none", "--iters", "3"]) == 2
+    assert not (tmp_path / "r").exists() and not (tmp_path / ".r.partial").exists()
